@@ -1,0 +1,213 @@
+"""Alerts as a pure state machine: open -> acknowledged -> resolved.
+
+One alert per ``(district, type)`` at a time: many anomalous sensors of a district and type
+are correlated into one incident (de-duplication); their ids accumulate on it. Inputs are
+*signals* per key at an event time: ``strength`` (the largest anomaly score of a healthy
+sensor, in [0, 1]), the number of anomalous sensors and their ids.
+
+* **open**: strength stays at or above the key's threshold for ``open_after_s`` (and at least
+  ``min_sensors`` sensors are anomalous) -- a single noisy reading opens nothing.
+* **acknowledged**: by an operator (:meth:`AlertManager.acknowledge`).
+* **escalated**: still unacknowledged ``escalate_after_s`` after opening (or after the last
+  escalation) -> severity + 1, up to 3.
+* **resolved**: strength stays below ``threshold * close_ratio`` for ``resolve_after_s``
+  (hysteresis: between the two levels the alert neither opens nor resolves, so it does not
+  flap).
+
+Severity: 1 (minor) at the threshold, 2 (major) at ``(1 + threshold) / 2`` or 5+ sensors,
+3 (critical) at ``1 - (1 - threshold) / 10``. Events are plain dicts (``city.alerts``). No wall
+clock: time is the event time the caller passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from models.base import ModelsError, check_int, check_positive, check_range
+
+OPEN = "open"
+ACKNOWLEDGED = "acknowledged"
+RESOLVED = "resolved"
+MAX_SENSORS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    strength: float
+    n_sensors: int = 1
+    sensors: tuple[str, ...] = ()
+
+
+@dataclass
+class Alert:
+    id: str
+    district: str
+    type: str
+    state: str
+    severity: int
+    opened: float
+    updated: float
+    peak: float
+    sensors: list[str] = field(default_factory=list)
+    acknowledged_by: str | None = None
+    acknowledged_at: float | None = None
+    escalated_at: float | None = None
+    below_since: float | None = None
+    resolved_at: float | None = None
+
+
+class AlertManager:
+    """>>> am = AlertManager(thresholds={"traffic": 0.9}, open_after_s=60)
+    >>> am.update(0.0, {("D1", "traffic"): Signal(0.95, 1, ("S1",))})
+    []
+    >>> [e["event"] for e in am.update(60.0, {("D1", "traffic"): Signal(0.96, 1, ("S1",))})]
+    ['opened']
+    """
+
+    def __init__(
+        self,
+        *,
+        thresholds: Mapping[str, float],
+        default_threshold: float = 0.9,
+        close_ratio: float = 0.7,
+        open_after_s: float = 60.0,
+        resolve_after_s: float = 600.0,
+        escalate_after_s: float = 900.0,
+        min_sensors: int = 1,
+    ) -> None:
+        self.thresholds = {k: check_range(f"thresholds[{k}]", v, 0, 1) for k, v in thresholds.items()}
+        self.default_threshold = check_range("default_threshold", default_threshold, 0, 1)
+        self.close_ratio = check_range("close_ratio", close_ratio, 0, 1, lo_open=True)
+        self.open_after_s = check_range("open_after_s", open_after_s, 0, float("inf"))
+        self.resolve_after_s = check_range("resolve_after_s", resolve_after_s, 0, float("inf"))
+        self.escalate_after_s = check_positive("escalate_after_s", escalate_after_s)
+        self.min_sensors = check_int("min_sensors", min_sensors, 1)
+        self.active: dict[tuple[str, str], Alert] = {}
+        self.pending: dict[tuple[str, str], float] = {}  # key -> first time above threshold
+        self.history: list[Alert] = []  # resolved alerts, oldest first (bounded by the caller)
+
+    def threshold(self, typ: str) -> float:
+        return self.thresholds.get(typ, self.default_threshold)
+
+    def _severity(self, typ: str, strength: float, n: int) -> int:
+        thr = self.threshold(typ)
+        if strength >= 1.0 - (1.0 - thr) / 10.0:
+            return 3
+        if strength >= (1.0 + thr) / 2.0 or n >= 5:
+            return 2
+        return 1
+
+    def _event(self, kind: str, a: Alert, ts: float) -> dict[str, Any]:
+        return {
+            "event": kind,
+            "ts": ts,
+            "alert_id": a.id,
+            "district": a.district,
+            "type": a.type,
+            "state": a.state,
+            "severity": a.severity,
+            "opened": a.opened,
+            "peak": a.peak,
+            "sensors": list(a.sensors),
+        }
+
+    def update(self, ts: float, signals: Mapping[tuple[str, str], Signal]) -> list[dict[str, Any]]:
+        """Advance to event time ``ts`` with the current signals; keys absent from
+        ``signals`` have strength 0. Returns the lifecycle events, in a stable order."""
+        events: list[dict[str, Any]] = []
+        keys = sorted(set(signals) | set(self.active) | set(self.pending))
+        for key in keys:
+            sig = signals.get(key, Signal(0.0, 0, ()))
+            district, typ = key
+            thr = self.threshold(typ)
+            above = sig.strength >= thr and sig.n_sensors >= self.min_sensors
+            a = self.active.get(key)
+            if a is None:
+                if above:
+                    first = self.pending.setdefault(key, ts)
+                    if ts - first >= self.open_after_s:
+                        del self.pending[key]
+                        a = Alert(
+                            id=f"{district}:{typ}:{int(first)}",
+                            district=district,
+                            type=typ,
+                            state=OPEN,
+                            severity=self._severity(typ, sig.strength, sig.n_sensors),
+                            opened=ts,
+                            updated=ts,
+                            peak=sig.strength,
+                            sensors=sorted(sig.sensors)[:MAX_SENSORS],
+                        )
+                        self.active[key] = a
+                        events.append(self._event("opened", a, ts))
+                else:
+                    self.pending.pop(key, None)
+                continue
+            # an active alert: correlate, escalate, resolve
+            changed = False
+            if sig.strength > a.peak:
+                a.peak = sig.strength
+            new_sensors = sorted(set(a.sensors) | set(sig.sensors))[:MAX_SENSORS] if above else a.sensors
+            if new_sensors != a.sensors:
+                a.sensors = new_sensors
+                changed = True
+            sev = max(a.severity, self._severity(typ, sig.strength, sig.n_sensors)) if above else a.severity
+            if sev != a.severity:
+                a.severity = sev
+                changed = True
+            if a.state == OPEN:
+                since = a.escalated_at if a.escalated_at is not None else a.opened
+                if ts - since >= self.escalate_after_s:
+                    a.escalated_at = ts
+                    if a.severity < 3:
+                        a.severity += 1
+                    a.updated = ts
+                    events.append(self._event("escalated", a, ts))
+            if sig.strength < thr * self.close_ratio:
+                if a.below_since is None:
+                    a.below_since = ts
+                if ts - a.below_since >= self.resolve_after_s:
+                    a.state = RESOLVED
+                    a.resolved_at = ts
+                    a.updated = ts
+                    del self.active[key]
+                    self.history.append(a)
+                    events.append(self._event("resolved", a, ts))
+                    continue
+            else:
+                a.below_since = None
+            if changed:
+                a.updated = ts
+                events.append(self._event("updated", a, ts))
+        return events
+
+    def acknowledge(self, alert_id: str, ts: float, *, by: str = "operator") -> dict[str, Any]:
+        for a in self.active.values():
+            if a.id == alert_id:
+                if a.state != OPEN:
+                    raise ModelsError(f"alert {alert_id}: cannot acknowledge, it is {a.state}")
+                a.state = ACKNOWLEDGED
+                a.acknowledged_by = by
+                a.acknowledged_at = ts
+                a.updated = ts
+                return self._event("acknowledged", a, ts)
+        raise ModelsError(f"alert {alert_id}: no such active alert")
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "type": "AlertManager",
+            "version": 1,
+            "active": [asdict(a) for a in self.active.values()],
+            "pending": [[d, t, ts] for (d, t), ts in self.pending.items()],
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        if snap.get("type") != "AlertManager":
+            raise ModelsError(f"AlertManager: cannot restore a snapshot of {snap.get('type')!r}")
+        self.active = {}
+        for d in snap["active"]:
+            a = Alert(**{**d, "sensors": list(d["sensors"])})
+            self.active[(a.district, a.type)] = a
+        self.pending = {(d, t): float(ts) for d, t, ts in snap["pending"]}

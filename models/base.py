@@ -1,0 +1,228 @@
+"""The shapes every model shares: the batch it is called with, the detector protocol, state.
+
+A :class:`Batch` is what a Faust agent holds after decoding frames of one sensor *kind*: equal
+length arrays of local sensor indices, event times and an ``(n, m)`` block of metric values in
+the kind's metric order (``config.domains.KINDS``). ``NaN`` means "not measured".
+
+Every stateful model keeps its state in dense numpy arrays whose first axis is the sensor, so
+state is per sensor by construction. :class:`PerSensorState` turns that into plain-data snapshots
+keyed by sensor id (JSON-safe, ``orjson`` round-trips them), so a worker can store one snapshot
+per gateway in a Faust table and restore only the gateways it is assigned::
+
+    snap = detector.snapshot(["TR-S0001", "TR-S0002"])   # one gateway's sensors
+    other.restore(orjson.loads(orjson.dumps(snap)))       # same state, other process
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+SNAPSHOT_VERSION = 1
+
+
+class ModelsError(Exception):
+    """Root exception of :mod:`models`; the message names the culprit (sensor, key, value)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Readings of one sensor kind: ``sensor`` (int64 local index), ``ts`` (float64 epoch s),
+    ``values`` (float64, shape ``(n, m)``), optional ``seq`` (int64 per-sensor sequence)."""
+
+    sensor: np.ndarray
+    ts: np.ndarray
+    values: np.ndarray
+    seq: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = self.sensor.shape[0]
+        if self.ts.shape != (n,):
+            raise ModelsError(f"batch: ts has shape {self.ts.shape}, sensor has {n} values")
+        if self.values.ndim != 2 or self.values.shape[0] != n:
+            raise ModelsError(f"batch: values has shape {self.values.shape}, expected ({n}, m)")
+        if self.seq is not None and self.seq.shape != (n,):
+            raise ModelsError(f"batch: seq has shape {self.seq.shape}, sensor has {n} values")
+
+    def __len__(self) -> int:
+        return int(self.sensor.shape[0])
+
+    @classmethod
+    def of(
+        cls,
+        sensor: Any,
+        ts: Any,
+        values: Any,
+        seq: Any = None,
+    ) -> Batch:
+        """Coerce array-likes (a 1-D ``values`` is one metric)."""
+        v = np.asarray(values, dtype=np.float64)
+        if v.ndim == 1:
+            v = v[:, None]
+        return cls(
+            np.asarray(sensor, dtype=np.int64),
+            np.asarray(ts, dtype=np.float64),
+            v,
+            None if seq is None else np.asarray(seq, dtype=np.int64),
+        )
+
+    def take(self, idx: np.ndarray | slice) -> Batch:
+        return Batch(
+            self.sensor[idx],
+            self.ts[idx],
+            self.values[idx],
+            None if self.seq is None else self.seq[idx],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorResult:
+    """Per reading: ``score`` in [0, 1] (NaN = could not score, e.g. all metrics missing or the
+    detector is still learning) and ``metric``, the column that drove the score (-1 if none)."""
+
+    score: np.ndarray
+    metric: np.ndarray
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """A streaming, causal, per-sensor anomaly detector.
+
+    ``update`` scores every reading against the state built from the readings *before* it (in
+    batch order), then learns from it; the scores do not depend on how the stream is cut into
+    batches. It never mutates its input.
+    """
+
+    ids: np.ndarray
+    n_metrics: int
+
+    def update(self, batch: Batch) -> DetectorResult: ...
+
+    def snapshot(self, sensors: Iterable[str] | None = None) -> dict[str, Any]: ...
+
+    def restore(self, snap: dict[str, Any]) -> None: ...
+
+
+def check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False,
+                hi_open: bool = False) -> float:
+    """Validate a hyperparameter; the message names it and the value."""
+    ok_lo = value > lo if lo_open else value >= lo
+    ok_hi = value < hi if hi_open else value <= hi
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (ok_lo and ok_hi):
+        lb = "(" if lo_open else "["
+        rb = ")" if hi_open else "]"
+        raise ValueError(f"{name} must be in {lb}{lo:g}, {hi:g}{rb}, got {value!r}")
+    return float(value)
+
+
+def check_positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+def check_int(name: str, value: int, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return value
+
+
+def occurrence_rounds(sensor: np.ndarray) -> list[np.ndarray]:
+    """Split positions into rounds in which every sensor occurs at most once.
+
+    Round ``r`` holds, in batch order, the ``r``-th reading of every sensor that has more than
+    ``r`` readings in the batch. Processing the rounds in order with vectorised per-sensor
+    updates gives exactly the result of processing the readings one by one: this is what makes
+    every detector independent of batch boundaries.
+    """
+    n = sensor.shape[0]
+    if n == 0:
+        return []
+    order = np.argsort(sensor, kind="stable")
+    s = sensor[order]
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    if new.all():
+        return [np.arange(n)]
+    starts = np.flatnonzero(new)
+    group_start = np.repeat(starts, np.diff(np.append(starts, n)))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - group_start
+    by_rank = np.argsort(rank, kind="stable")
+    counts = np.bincount(rank)
+    return np.split(by_rank, np.cumsum(counts)[:-1])
+
+
+class PerSensorState:
+    """Mixin: snapshot/restore of per-sensor arrays (axis 0 = sensor) plus shared plain data.
+
+    Subclasses list the attribute names of their per-sensor arrays in ``_state_arrays`` and may
+    override :meth:`_shared_state` / :meth:`_restore_shared` for state that is not per sensor
+    (a fitted model, a watermark).
+    """
+
+    _state_arrays: ClassVar[tuple[str, ...]] = ()
+    ids: np.ndarray
+    _pos: dict[str, int]
+
+    def _init_ids(self, ids: Sequence[str] | np.ndarray | int) -> None:
+        if isinstance(ids, int):
+            ids = [str(i) for i in range(ids)]
+        self.ids = np.asarray(list(ids), dtype=object)
+        self._pos = {str(s): i for i, s in enumerate(self.ids)}
+        if len(self._pos) != len(self.ids):
+            raise ModelsError(f"{type(self).__name__}: duplicate sensor ids")
+
+    def params(self) -> dict[str, Any]:
+        """Hyperparameters (plain data), stored in snapshots to catch mismatched restores."""
+        return {}
+
+    def _shared_state(self) -> dict[str, Any]:
+        return {}
+
+    def _restore_shared(self, shared: dict[str, Any]) -> None:
+        return None
+
+    def positions(self, sensors: Iterable[str]) -> np.ndarray:
+        """Local indices of sensor ids; unknown ids raise :class:`ModelsError` naming them."""
+        try:
+            return np.fromiter((self._pos[str(s)] for s in sensors), dtype=np.int64)
+        except KeyError as exc:
+            raise ModelsError(f"{type(self).__name__}: unknown sensor {exc.args[0]!r}") from None
+
+    def snapshot(self, sensors: Iterable[str] | None = None) -> dict[str, Any]:
+        idx = np.arange(len(self.ids)) if sensors is None else self.positions(sensors)
+        return {
+            "type": type(self).__name__,
+            "version": SNAPSHOT_VERSION,
+            "params": self.params(),
+            "sensors": [str(s) for s in self.ids[idx]],
+            "state": {name: getattr(self, name)[idx].tolist() for name in self._state_arrays},
+            "shared": self._shared_state(),
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        name = type(self).__name__
+        if snap.get("type") != name:
+            raise ModelsError(f"{name}: cannot restore a snapshot of {snap.get('type')!r}")
+        if snap.get("version") != SNAPSHOT_VERSION:
+            raise ModelsError(f"{name}: unknown snapshot version {snap.get('version')!r}")
+        if snap.get("params") != self.params():
+            raise ModelsError(
+                f"{name}: snapshot params {snap.get('params')!r} differ from {self.params()!r}"
+            )
+        idx = self.positions(snap["sensors"])
+        for key in self._state_arrays:
+            arr = getattr(self, key)
+            if len(idx) == 0:
+                continue
+            vals = np.asarray(snap["state"][key], dtype=arr.dtype)
+            if vals.shape != (len(idx), *arr.shape[1:]):
+                raise ModelsError(f"{name}: snapshot state {key!r} has shape {vals.shape}")
+            arr[idx] = vals
+        self._restore_shared(snap.get("shared") or {})
+

@@ -1,0 +1,203 @@
+"""Multivariate detector: scikit-learn's IsolationForest on per-sensor window features.
+
+Readings are folded into event-time windows (``window_s``, default 5 min). When a window
+closes, the sensor's feature vector is built -- per metric the window mean and range,
+standardised by that sensor's own slowly-learned mean and spread, so one forest serves every
+sensor of a kind -- and scored by the forest, always on the batch of rows that closed together.
+The forest is fitted on a baseline period (the first ``fit_after`` rows) and refitted every
+``refit_every_s`` of event time on the most recent ``buffer`` rows, with
+``random_state = seed + number of fits`` (deterministic by seed).
+
+Raw forest scores (``-score_samples``, about 0.4-0.5 for ordinary points) are calibrated
+against the training rows' own scores: ``u = (s - median) / (1.4826 MAD)``, then the shared
+arctan calibration. A reading's score is the score of its sensor's last closed window (NaN
+before the first fit).
+
+Snapshots are plain data: the training rows of the current forest and the seed, so a restore
+refits the identical forest.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from models.base import (
+    Batch,
+    DetectorResult,
+    ModelsError,
+    PerSensorState,
+    check_int,
+    check_positive,
+)
+from models.detectors.calibration import calibrate
+from models.indicators.rolling import WindowAggregator, WindowRows
+
+NORM_ALPHA = 0.05
+
+
+class IsolationDetector(PerSensorState):
+    _state_arrays: ClassVar[tuple[str, ...]] = ("fmean", "fdev", "fcount", "last_score")
+
+    def __init__(
+        self,
+        ids: Any,
+        *,
+        n_metrics: int,
+        window_s: float = 300.0,
+        lateness_s: float = 120.0,
+        n_estimators: int = 50,
+        max_samples: int = 256,
+        fit_after: int = 256,
+        refit_every_s: float = 21600.0,
+        buffer: int = 2048,
+        min_sensor_windows: int = 3,
+        calibration_scale: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        self.n_metrics = check_int("n_metrics", n_metrics, 1)
+        self.n_estimators = check_int("n_estimators", n_estimators, 1)
+        self.max_samples = check_int("max_samples", max_samples, 2)
+        self.fit_after = check_int("fit_after", fit_after, 2)
+        self.refit_every_s = check_positive("refit_every_s", refit_every_s)
+        self.buffer = check_int("buffer", buffer, 2)
+        self.min_sensor_windows = check_int("min_sensor_windows", min_sensor_windows, 1)
+        self.calibration_scale = check_positive("calibration_scale", calibration_scale)
+        self.seed = check_int("seed", seed, 0)
+        self._init_ids(ids)
+        n, m = len(self.ids), self.n_metrics
+        self.windows = WindowAggregator(
+            self.ids, n_metrics=m, window_s=window_s, lateness_s=lateness_s, history=1
+        )
+        self.fmean = np.full((n, 2 * m), np.nan)
+        self.fdev = np.zeros((n, 2 * m))
+        self.fcount = np.zeros(n, dtype=np.int64)
+        self.last_score = np.full(n, np.nan)
+        self._buf = np.full((self.buffer, 2 * m), np.nan)
+        self._buf_n = 0  # rows ever added
+        self._train: np.ndarray | None = None
+        self._forest: Any = None
+        self._n_fits = 0
+        self._next_refit = np.nan
+        self._cal = (0.0, 1.0)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "n_metrics": self.n_metrics,
+            "window_s": self.windows.window_s,
+            "n_estimators": self.n_estimators,
+            "max_samples": self.max_samples,
+            "fit_after": self.fit_after,
+            "refit_every_s": self.refit_every_s,
+            "buffer": self.buffer,
+            "seed": self.seed,
+        }
+
+    # --- shared state: windows, buffer, forest (as its training rows) ------------------
+    def snapshot(self, sensors: Any = None) -> dict[str, Any]:
+        snap = super().snapshot(sensors)
+        snap["shared"]["windows"] = self.windows.snapshot(sensors)
+        return snap
+
+    def _shared_state(self) -> dict[str, Any]:
+        return {
+            "buf": self._buf.tolist(),
+            "buf_n": self._buf_n,
+            "train": None if self._train is None else self._train.tolist(),
+            "n_fits": self._n_fits,
+            "next_refit": None if np.isnan(self._next_refit) else self._next_refit,
+        }
+
+    def _restore_shared(self, shared: dict[str, Any]) -> None:
+        if "windows" in shared:
+            self.windows.restore(shared["windows"])
+        if "buf" not in shared or shared["buf_n"] <= self._buf_n:
+            return  # keep the more advanced shared state (several gateways restore in turn)
+        self._buf = np.asarray(shared["buf"], dtype=np.float64).reshape(self.buffer, -1)
+        self._buf_n = int(shared["buf_n"])
+        nr = shared.get("next_refit")
+        self._next_refit = np.nan if nr is None else float(nr)
+        if shared.get("train") is not None and shared["n_fits"] > 0:
+            self._n_fits = int(shared["n_fits"]) - 1
+            self._fit(np.asarray(shared["train"], dtype=np.float64))
+
+    def _fit(self, train: np.ndarray) -> None:
+        from sklearn.ensemble import IsolationForest
+
+        self._train = train
+        forest = IsolationForest(
+            n_estimators=self.n_estimators,
+            max_samples=min(self.max_samples, train.shape[0]),
+            random_state=self.seed + self._n_fits,
+        )
+        forest.fit(train)
+        self._forest = forest
+        self._n_fits += 1
+        raw = -forest.score_samples(train)
+        med = float(np.median(raw))
+        mad = float(np.median(np.abs(raw - med))) * 1.4826
+        self._cal = (med, max(mad, 1e-6))
+
+    @property
+    def fitted(self) -> bool:
+        return self._forest is not None
+
+    # --- streaming -----------------------------------------------------------------------
+    def update(self, batch: Batch) -> DetectorResult:
+        if batch.values.shape[1] != self.n_metrics:
+            raise ModelsError(f"IsolationDetector: expected {self.n_metrics} metrics")
+        n = len(batch)
+        score = np.full(n, np.nan)
+        late = np.zeros(n, dtype=bool)
+        for sl, closed in self.windows.iter_chunks(batch, late):
+            if closed is not None and len(closed):
+                self._learn(closed)
+            score[sl] = self.last_score[batch.sensor[sl]]
+        metric = np.where(np.isnan(score), -1, 0).astype(np.int64)
+        return DetectorResult(score, metric)
+
+    def _features(self, rows: WindowRows) -> np.ndarray:
+        return np.concatenate([rows.mean, rows.max - rows.min], axis=1)
+
+    def _learn(self, rows: WindowRows) -> None:
+        s = rows.sensor
+        f = self._features(rows)
+        mu, dev, c = self.fmean[s], self.fdev[s], self.fcount[s]
+        sig = 1.2533 * dev + 1e-6 * (1.0 + np.abs(np.nan_to_num(mu)))
+        z = np.clip((f - mu) / sig, -20.0, 20.0)
+        z = np.where(np.isnan(z), 0.0, z)
+        ready = c >= self.min_sensor_windows
+        if self._forest is not None and ready.any():
+            raw = -self._forest.score_samples(z[ready])
+            u = (raw - self._cal[0]) / self._cal[1]
+            out = np.full(s.shape[0], np.nan)
+            out[ready] = calibrate(np.maximum(u, 0.0), self.calibration_scale)
+            self.last_score[s] = np.where(ready, out, self.last_score[s])
+        # learn the per-sensor normalisation (clipped, so one anomaly does not reset it)
+        a = np.maximum(NORM_ALPHA, 1.0 / (c + 1.0))[:, None]
+        first = np.isnan(mu)
+        d = np.where(first, 0.0, f - mu)
+        dc = np.clip(d, -3 * sig, 3 * sig)
+        self.fmean[s] = np.where(first, f, np.where(np.isnan(f), mu, mu + a * dc))
+        self.fdev[s] = np.where(np.isnan(f) | first, dev, dev + a * (np.abs(dc) - dev))
+        self.fcount[s] = c + 1
+        # the training buffer holds rows of sensors whose normalisation has settled
+        zr = z[ready]
+        k = zr.shape[0]
+        if k:
+            keep = zr[-self.buffer :]
+            pos = (self._buf_n + (k - keep.shape[0]) + np.arange(keep.shape[0])) % self.buffer
+            self._buf[pos] = keep
+            self._buf_n += k
+        t = float(rows.start.max()) + self.windows.window_s
+        if self._forest is None and self._buf_n >= self.fit_after:
+            self._fit(self._buffer_rows())
+            self._next_refit = t + self.refit_every_s
+        elif self._forest is not None and t >= self._next_refit:
+            self._fit(self._buffer_rows())
+            self._next_refit = t + self.refit_every_s
+
+    def _buffer_rows(self) -> np.ndarray:
+        k = min(self._buf_n, self.buffer)
+        return self._buf[:k].copy()

@@ -1,0 +1,240 @@
+"""Seasonal robust baseline: a time-of-day/week profile of median and MAD per sensor and
+metric, learned online, with a residual score.
+
+For every reading the detector
+
+1. picks the profile slot of its local time (``slots_per_day`` per day, weekday and weekend
+   apart when ``weekly``);
+2. takes the slot's median and MAD as the baseline once the slot has ``min_count``
+   observations, and until then a short-term robust level (a Holt level+trend with clipped
+   updates, half-life ``level_halflife_s``), so it is useful from the first hour;
+3. computes ``z = (x - baseline) / (1.4826 MAD + floor)``, smooths it in event time
+   (half-life ``smooth_halflife_s``) so a persistent shift outweighs a single noisy reading,
+   standardises the smoothed value and calibrates it to [0, 1]
+   (:mod:`models.detectors.calibration`);
+4. then learns: stochastic-approximation median and MAD of the slot (step
+   ``max(learning_rate, 1/(n+1))`` times the scale, so the estimates converge to the median
+   and the median absolute deviation) and the short-term level.
+
+Scoring a reading uses only the readings before it, in order; batches are processed in
+:func:`~models.base.occurrence_rounds`, so scores do not depend on batch boundaries.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from config.domains import METRIC_INFO
+from models.base import (
+    Batch,
+    DetectorResult,
+    ModelsError,
+    PerSensorState,
+    check_int,
+    check_positive,
+    check_range,
+    occurrence_rounds,
+)
+from models.detectors.calibration import calibrate, combine_metrics, smooth_weight
+
+Z_CLIP = 50.0
+LEVEL_CLIP = 3.0
+MAD_TO_SIGMA = 1.4826
+MEANDEV_TO_SIGMA = 1.2533
+
+
+def metric_floors(metrics: tuple[str, ...] | list[str] | None, n_metrics: int) -> np.ndarray:
+    """Absolute scale floor per metric: 1e-4 of its physical range (quantisation guard)."""
+    if metrics is None:
+        return np.full(n_metrics, 1e-9)
+    return np.array([1e-4 * (METRIC_INFO[m][2] - METRIC_INFO[m][1]) for m in metrics])
+
+
+def local_slot(ts: np.ndarray, *, slots_per_day: int, weekly: bool, utc_offset_h: float) -> np.ndarray:
+    local = ts + utc_offset_h * 3600.0
+    day = np.floor(local / 86400.0)
+    slot = np.floor((local - day * 86400.0) * (slots_per_day / 86400.0)).astype(np.int64)
+    slot = np.minimum(slot, slots_per_day - 1)
+    if weekly:
+        weekday = np.mod(day.astype(np.int64) + 3, 7)  # 1970-01-01 was a Thursday; Monday = 0
+        slot = slot + slots_per_day * (weekday >= 5)
+    return slot
+
+
+class SeasonalDetector(PerSensorState):
+    """See the module docstring.
+
+    >>> det = SeasonalDetector(["S1"], n_metrics=1, min_count=5)
+    >>> ts = np.arange(200) * 30.0
+    >>> x = 10.0 + np.sin(np.arange(200)); x[150] = 40.0
+    >>> r = det.update(Batch.of(np.zeros(200), ts, x))
+    >>> bool(r.score[150] > 0.9), bool(np.nanmax(r.score[60:149]) < 0.9)
+    (True, True)
+    """
+
+    _state_arrays: ClassVar[tuple[str, ...]] = (
+        "med", "mad", "cnt", "lvl", "slope", "dev", "lcnt", "zs", "last_ts",
+    )
+
+    def __init__(
+        self,
+        ids: Any,
+        *,
+        n_metrics: int,
+        metrics: tuple[str, ...] | None = None,
+        slots_per_day: int = 24,
+        weekly: bool = True,
+        min_count: int = 40,
+        learning_rate: float = 0.02,
+        level_halflife_s: float = 1800.0,
+        smooth_halflife_s: float = 45.0,
+        scale_floor: float = 0.02,
+        utc_offset_h: float = 0.0,
+        calibration_scale: float = 1.0,
+        skip: tuple[int, ...] = (),
+    ) -> None:
+        self.n_metrics = check_int("n_metrics", n_metrics, 1)
+        if metrics is not None and len(metrics) != n_metrics:
+            raise ValueError(f"metrics must name {n_metrics} metrics, got {metrics!r}")
+        self.metrics = tuple(metrics) if metrics is not None else None
+        self.slots_per_day = check_int("slots_per_day", slots_per_day, 1)
+        self.weekly = bool(weekly)
+        self.min_count = check_int("min_count", min_count, 1)
+        self.learning_rate = check_range("learning_rate", learning_rate, 0, 1, lo_open=True)
+        self.level_halflife_s = check_positive("level_halflife_s", level_halflife_s)
+        self.smooth_halflife_s = check_range(
+            "smooth_halflife_s", smooth_halflife_s, 0, math.inf, hi_open=True
+        )
+        self.scale_floor = check_range("scale_floor", scale_floor, 0, 1)
+        self.utc_offset_h = check_range("utc_offset_h", utc_offset_h, -14, 14)
+        self.calibration_scale = check_positive("calibration_scale", calibration_scale)
+        for j in skip:
+            if not 0 <= j < n_metrics:
+                raise ValueError(f"skip must hold metric columns in [0, {n_metrics}), got {skip!r}")
+        self.skip = tuple(sorted(set(skip)))
+        self._init_ids(ids)
+        n, m = len(self.ids), self.n_metrics
+        n_slots = self.slots_per_day * (2 if self.weekly else 1)
+        self.med = np.full((n, n_slots, m), np.nan)
+        self.mad = np.zeros((n, n_slots, m))
+        self.cnt = np.zeros((n, n_slots, m), dtype=np.int64)
+        self.lvl = np.full((n, m), np.nan)
+        self.slope = np.zeros((n, m))
+        self.dev = np.zeros((n, m))
+        self.lcnt = np.zeros((n, m), dtype=np.int64)
+        self.zs = np.full((n, m), np.nan)
+        self.last_ts = np.full(n, np.nan)
+        self._floor = metric_floors(self.metrics, m)
+        self._active = np.ones(m, dtype=bool)
+        self._active[list(self.skip)] = False
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "n_metrics": self.n_metrics,
+            "slots_per_day": self.slots_per_day,
+            "weekly": self.weekly,
+            "min_count": self.min_count,
+            "learning_rate": self.learning_rate,
+            "level_halflife_s": self.level_halflife_s,
+            "smooth_halflife_s": self.smooth_halflife_s,
+            "scale_floor": self.scale_floor,
+            "utc_offset_h": self.utc_offset_h,
+            "calibration_scale": self.calibration_scale,
+            "skip": list(self.skip),
+        }
+
+    def baseline(self, sensor: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The current expected value and sigma for sensors at times (no learning)."""
+        slot = local_slot(
+            ts, slots_per_day=self.slots_per_day, weekly=self.weekly, utc_offset_h=self.utc_offset_h
+        )
+        med = self.med[sensor, slot]
+        warm = self.cnt[sensor, slot] >= self.min_count
+        base = np.where(warm, med, self.lvl[sensor])
+        sig = np.where(
+            warm, MAD_TO_SIGMA * self.mad[sensor, slot], MEANDEV_TO_SIGMA * self.dev[sensor]
+        )
+        return base, sig + self.scale_floor * np.abs(base) + self._floor
+
+    def update(self, batch: Batch) -> DetectorResult:
+        if batch.values.shape[1] != self.n_metrics:
+            raise ModelsError(
+                f"{type(self).__name__}: batch has {batch.values.shape[1]} metrics, "
+                f"expected {self.n_metrics}"
+            )
+        n = len(batch)
+        scores = np.full((n, self.n_metrics), np.nan)
+        slots = local_slot(
+            batch.ts,
+            slots_per_day=self.slots_per_day,
+            weekly=self.weekly,
+            utc_offset_h=self.utc_offset_h,
+        )
+        for r in occurrence_rounds(batch.sensor):
+            scores[r] = self._round(batch.sensor[r], batch.ts[r], batch.values[r], slots[r])
+        score, metric = combine_metrics(scores)
+        return DetectorResult(score, metric)
+
+    def _round(self, s: np.ndarray, t: np.ndarray, x: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        floor_abs = self._floor
+        med = self.med[s, slot]
+        mad = self.mad[s, slot]
+        cnt = self.cnt[s, slot]
+        lvl = self.lvl[s]
+        slope = self.slope[s]
+        dev = self.dev[s]
+        lcnt = self.lcnt[s]
+        last = self.last_ts[s]
+        dt = np.where(np.isnan(last), 0.0, t - last)
+        dtp = np.maximum(dt, 0.0)[:, None]
+        has = ~np.isnan(x) & self._active
+        pred = np.where(lcnt > 0, lvl + slope * dtp, x)
+        warm = cnt >= self.min_count
+        base = np.where(warm, med, pred)
+        sig = np.where(warm, MAD_TO_SIGMA * mad, MEANDEV_TO_SIGMA * dev)
+        sig = sig + self.scale_floor * np.abs(base) + floor_abs
+        scorable = has & (warm | (lcnt >= self.min_count))
+        z = np.clip((x - base) / sig, -Z_CLIP, Z_CLIP)
+        # exponential smoothing of z in event time, then standardisation of the smoothed value
+        a = smooth_weight(dt, self.smooth_halflife_s)[:, None]
+        a = np.where(np.isnan(last)[:, None], 1.0, a)
+        zs_old = self.zs[s]
+        fresh = np.isnan(zs_old)
+        zs_new = np.where(fresh, z, zs_old + a * (z - zs_old))
+        zs_new = np.where(scorable, zs_new, zs_old)
+        a_eff = np.maximum(a, 1e-6)
+        u = zs_new * np.sqrt((2.0 - a_eff) / a_eff)
+        out = np.where(scorable, calibrate(u, self.calibration_scale), np.nan)
+        self.zs[s] = zs_new
+
+        # --- learn: short-term level (Holt, clipped) -----------------------------------
+        eta_l = np.maximum(1.0 / (lcnt + 1.0), smooth_weight(dt, self.level_halflife_s)[:, None])
+        sig_l = MEANDEV_TO_SIGMA * dev + self.scale_floor * np.abs(pred) + floor_abs
+        res = x - pred
+        rc = np.clip(res, -LEVEL_CLIP * sig_l, LEVEL_CLIP * sig_l)
+        new_lvl = pred + eta_l * rc
+        new_slope = np.where(lcnt > 1, slope + 0.5 * eta_l * eta_l * rc / np.maximum(dtp, 1.0), 0.0)
+        new_dev = np.where(lcnt > 0, dev + eta_l * (np.minimum(np.abs(res), LEVEL_CLIP * sig_l) - dev), 0.0)
+        self.lvl[s] = np.where(has, new_lvl, lvl)
+        self.slope[s] = np.where(has, new_slope, slope)
+        self.dev[s] = np.where(has, new_dev, dev)
+        self.lcnt[s] = lcnt + has
+
+        # --- learn: stochastic-approximation median and MAD of the slot --------------------
+        eta = np.maximum(self.learning_rate, 1.0 / (cnt + 1.0))
+        sig_s = MAD_TO_SIGMA * mad + self.scale_floor * np.abs(np.nan_to_num(med)) + floor_abs
+        first = cnt == 0
+        r0 = x - med
+        new_med = np.where(first, x, med + eta * sig_s * np.sign(r0))
+        mad_init = dev * (MEANDEV_TO_SIGMA / MAD_TO_SIGMA)
+        new_mad = np.where(
+            first, mad_init, np.maximum(mad + eta * sig_s * np.sign(np.abs(r0) - mad), 0.0)
+        )
+        self.med[s, slot] = np.where(has, new_med, med)
+        self.mad[s, slot] = np.where(has, new_mad, mad)
+        self.cnt[s, slot] = cnt + has
+        self.last_ts[s] = np.where(has.any(axis=1), np.fmax(last, t), last)
+        return out

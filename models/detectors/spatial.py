@@ -1,0 +1,194 @@
+"""Spatial consistency: a sensor against its neighbours.
+
+Neighbours are the ``k`` nearest sensors of the same kind (:meth:`models.sensors.SensorTable.
+neighbours`). The detector keeps event-time windows per sensor (a
+:class:`~models.indicators.rolling.WindowAggregator`); when the watermark closes a window,
+every sensor's window mean is compared with the median of its neighbours' means *of the same
+window*, and the sensor learns its usual offset from them (clipped exponential mean and mean
+absolute deviation). A reading is scored against ``neighbour median of the last closed window
++ usual offset``, standardised by the learned deviation and calibrated to [0, 1].
+
+``drift`` (per sensor and metric) is a slow exponential average of the window-level
+standardised deviation: a sensor that creeps away from its neighbours shows a large |drift|
+long before single readings look odd; :mod:`models.health` reads it.
+
+Scores depend on closed windows only, and windows close at exact positions in the stream, so
+scores are independent of batch boundaries.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from models.base import (
+    Batch,
+    DetectorResult,
+    ModelsError,
+    PerSensorState,
+    check_int,
+    check_positive,
+    check_range,
+)
+from models.detectors.calibration import calibrate, combine_metrics, smooth_weight
+from models.detectors.seasonal import MEANDEV_TO_SIGMA, Z_CLIP, metric_floors
+from models.indicators.rolling import WindowAggregator, WindowRows
+
+CLIP = 3.0
+
+
+def nan_median_rows(a: np.ndarray) -> np.ndarray:
+    """Median along axis 1 ignoring NaN, vectorised (NaN where a row has no value)."""
+    s = np.sort(a, axis=1)
+    n = np.sum(~np.isnan(a), axis=1, keepdims=True)
+    lo = np.maximum((n - 1) // 2, 0)
+    hi = np.maximum(n // 2, 0)
+    hi = np.minimum(hi, np.maximum(n - 1, 0))
+    v = 0.5 * (np.take_along_axis(s, lo, axis=1) + np.take_along_axis(s, hi, axis=1))
+    return np.where(n > 0, v, np.nan)[:, 0]
+
+
+class SpatialDetector(PerSensorState):
+    """See the module docstring. ``neighbours``: int array ``(n, k)`` of local indices, -1 pads."""
+
+    _state_arrays: ClassVar[tuple[str, ...]] = (
+        "ref", "off", "odev", "ocnt", "drift", "last_w", "drift_ts",
+    )
+
+    def __init__(
+        self,
+        ids: Any,
+        *,
+        n_metrics: int,
+        neighbours: np.ndarray,
+        metrics: tuple[str, ...] | None = None,
+        window_s: float = 60.0,
+        lateness_s: float = 120.0,
+        history: int = 1,
+        learning_rate: float = 0.02,
+        min_count: int = 10,
+        drift_halflife_s: float = 1800.0,
+        scale_floor: float = 0.02,
+        calibration_scale: float = 1.0,
+        skip: tuple[int, ...] = (),
+    ) -> None:
+        self.n_metrics = check_int("n_metrics", n_metrics, 1)
+        self.metrics = tuple(metrics) if metrics is not None else None
+        self.learning_rate = check_range("learning_rate", learning_rate, 0, 1, lo_open=True)
+        self.min_count = check_int("min_count", min_count, 1)
+        self.drift_halflife_s = check_positive("drift_halflife_s", drift_halflife_s)
+        self.scale_floor = check_range("scale_floor", scale_floor, 0, 1)
+        self.calibration_scale = check_positive("calibration_scale", calibration_scale)
+        self.skip = tuple(sorted(set(skip)))
+        self._init_ids(ids)
+        n, m = len(self.ids), self.n_metrics
+        nb = np.asarray(neighbours, dtype=np.int64)
+        if nb.ndim != 2 or nb.shape[0] != n or (nb >= n).any():
+            raise ValueError(f"neighbours must be an int array of shape ({n}, k), got {nb.shape}")
+        self.neighbours = nb
+        self.windows = WindowAggregator(
+            self.ids, n_metrics=m, window_s=window_s, lateness_s=lateness_s, history=history
+        )
+        self.ref = np.full((n, m), np.nan)  # neighbour median of the last closed window
+        self.off = np.zeros((n, m))  # usual offset from the neighbour median
+        self.odev = np.zeros((n, m))  # mean absolute deviation of that offset
+        self.ocnt = np.zeros((n, m), dtype=np.int64)
+        self.drift = np.zeros((n, m))  # slow average of window-level z
+        self.last_w = np.full(n, -1, dtype=np.int64)
+        self.drift_ts = np.full(n, np.nan)
+        self._floor = metric_floors(self.metrics, m)
+        self._active = np.ones(m, dtype=bool)
+        self._active[list(self.skip)] = False
+        #: windows closed by the last update (reused as indicator input by the stack)
+        self.last_rows: WindowRows = WindowRows.empty(m)
+        self.last_late = np.zeros(0, dtype=bool)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "n_metrics": self.n_metrics,
+            "neighbours": int(self.neighbours.shape[1]),
+            "window_s": self.windows.window_s,
+            "lateness_s": self.windows.lateness_s,
+            "learning_rate": self.learning_rate,
+            "min_count": self.min_count,
+            "drift_halflife_s": self.drift_halflife_s,
+            "scale_floor": self.scale_floor,
+            "calibration_scale": self.calibration_scale,
+            "skip": list(self.skip),
+        }
+
+    def snapshot(self, sensors: Any = None) -> dict[str, Any]:
+        snap = super().snapshot(sensors)
+        snap["shared"]["windows"] = self.windows.snapshot(sensors)
+        return snap
+
+    def _restore_shared(self, shared: dict[str, Any]) -> None:
+        if "windows" in shared:
+            self.windows.restore(shared["windows"])
+
+    def _sigma(self, s: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        return MEANDEV_TO_SIGMA * self.odev[s] + self.scale_floor * np.abs(ref) + self._floor
+
+    def update(self, batch: Batch) -> DetectorResult:
+        if batch.values.shape[1] != self.n_metrics:
+            raise ModelsError(
+                f"SpatialDetector: batch has {batch.values.shape[1]} metrics, "
+                f"expected {self.n_metrics}"
+            )
+        n = len(batch)
+        scores = np.full((n, self.n_metrics), np.nan)
+        late = np.zeros(n, dtype=bool)
+        rows: list[WindowRows] = []
+        for sl, closed in self.windows.iter_chunks(batch, late):
+            if closed is not None and len(closed):
+                self._learn(closed)
+                rows.append(closed)
+            s = batch.sensor[sl]
+            x = batch.values[sl]
+            pred = self.ref[s] + self.off[s]
+            z = np.clip((x - pred) / self._sigma(s, self.ref[s]), -Z_CLIP, Z_CLIP)
+            ok = (self.ocnt[s] >= self.min_count) & ~np.isnan(x) & ~np.isnan(pred) & self._active
+            scores[sl] = np.where(ok, calibrate(z, self.calibration_scale), np.nan)
+        self.last_rows = WindowRows.concat(rows, self.n_metrics)
+        self.last_late = late
+        score, metric = combine_metrics(scores)
+        return DetectorResult(score, metric)
+
+    def _learn(self, rows: WindowRows) -> None:
+        starts = rows.start
+        cuts = np.flatnonzero(np.diff(starts)) + 1
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(rows)], strict=True):
+            s = rows.sensor[a:b]
+            x = rows.mean[a:b]
+            t = float(starts[a])
+            scratch = np.full((len(self.ids), self.n_metrics), np.nan)
+            scratch[s] = x
+            nb = self.neighbours[s]
+            vals = np.where((nb >= 0)[:, :, None], scratch[np.maximum(nb, 0)], np.nan)
+            med = np.stack([nan_median_rows(vals[:, :, j]) for j in range(self.n_metrics)], axis=1)
+            d = x - med
+            ok = ~np.isnan(d)
+            cnt = self.ocnt[s]
+            sig = self._sigma(s, med)
+            z = np.clip((d - self.off[s]) / sig, -Z_CLIP, Z_CLIP)
+            warm = cnt >= self.min_count
+            # drift: slow average of the window z (time-weighted), once the offset is learned
+            dts = np.where(np.isnan(self.drift_ts[s]), 0.0, t - self.drift_ts[s])
+            wd = smooth_weight(dts, self.drift_halflife_s)[:, None]
+            self.drift[s] = np.where(ok & warm, self.drift[s] + wd * (z - self.drift[s]), self.drift[s])
+            self.drift_ts[s] = t
+            eta = np.maximum(self.learning_rate, 1.0 / (cnt + 1.0))
+            res = d - self.off[s]
+            rc = np.clip(res, -CLIP * sig, CLIP * sig)
+            first = cnt == 0
+            new_off = np.where(first, d, self.off[s] + eta * rc)
+            new_dev = np.where(
+                first, 0.0, self.odev[s] + eta * (np.minimum(np.abs(res), CLIP * sig) - self.odev[s])
+            )
+            self.off[s] = np.where(ok, new_off, self.off[s])
+            self.odev[s] = np.where(ok, new_dev, self.odev[s])
+            self.ocnt[s] = cnt + ok
+            self.ref[s] = med
+            self.last_w[s] = int(math.floor(t / self.windows.window_s))

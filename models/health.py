@@ -1,0 +1,206 @@
+"""Sensor health: per-reading fault flags and a per-sensor quality flag.
+
+Flags (bits of a ``uint16``):
+
+=============  =====================================================================
+``OUT_OF_RANGE``  a metric outside its physically possible range (``METRIC_INFO``)
+``STUCK``         ``stuck_readings`` consecutive identical readings (flatline)
+``SPIKE``         a jump of ``spike_k`` x the sensor's typical step that reverts at once
+                  (flagged on the reverting reading)
+``DRIFT``         long-run deviation from the neighbours beyond ``drift_z`` (from
+                  :class:`~models.detectors.spatial.SpatialDetector`)
+``DROPOUT``       silent for ``dropout_intervals`` reporting intervals behind the watermark
+``DUPLICATE``     a sequence number (or, without ``seq``, time and values) seen before
+``OUT_OF_ORDER``  older than a reading already received from the sensor
+``LATE``          behind the window watermark (set by the window aggregator's ``late``)
+=============  =====================================================================
+
+A sensor's *quality* is the OR of the value-fault flags (out of range, stuck, spike, drift,
+dropout) it raised within ``hold_s``; a sensor with any of them is not trusted: the stack
+drops its anomaly scores from alerts and risk, and reports the flag instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from config.domains import METRIC_INFO
+from models.base import (
+    Batch,
+    ModelsError,
+    PerSensorState,
+    check_int,
+    check_positive,
+    occurrence_rounds,
+)
+
+OUT_OF_RANGE = 1
+STUCK = 2
+SPIKE = 4
+DRIFT = 8
+DROPOUT = 16
+DUPLICATE = 32
+OUT_OF_ORDER = 64
+LATE = 128
+FLAG_NAMES: dict[int, str] = {
+    OUT_OF_RANGE: "out_of_range",
+    STUCK: "stuck",
+    SPIKE: "spike",
+    DRIFT: "drift",
+    DROPOUT: "dropout",
+    DUPLICATE: "duplicate",
+    OUT_OF_ORDER: "out_of_order",
+    LATE: "late",
+}
+VALUE_FAULTS = OUT_OF_RANGE | STUCK | SPIKE | DRIFT | DROPOUT
+N_BITS = 8
+SEQ_RING = 8
+
+
+def flag_names(flags: int) -> list[str]:
+    return [name for bit, name in FLAG_NAMES.items() if flags & bit]
+
+
+class SensorHealth(PerSensorState):
+    """Per-sensor fault checks on readings of one kind; see the module docstring."""
+
+    _state_arrays: ClassVar[tuple[str, ...]] = (
+        "last_x", "last_ts", "max_ts", "run", "step", "jump", "seqs", "seq_n", "flag_ts",
+    )
+
+    def __init__(
+        self,
+        ids: Any,
+        *,
+        metrics: tuple[str, ...],
+        interval_s: Any = 30.0,
+        stuck_readings: int = 6,
+        dropout_intervals: float = 5.0,
+        spike_k: float = 10.0,
+        drift_z: float = 4.0,
+        hold_s: float = 600.0,
+        skip_stuck: tuple[int, ...] = (),
+    ) -> None:
+        self.metrics = tuple(metrics)
+        self.n_metrics = check_int("n_metrics", len(metrics), 1)
+        self.stuck_readings = check_int("stuck_readings", stuck_readings, 2)
+        self.dropout_intervals = check_positive("dropout_intervals", dropout_intervals)
+        self.spike_k = check_positive("spike_k", spike_k)
+        self.drift_z = check_positive("drift_z", drift_z)
+        self.hold_s = check_positive("hold_s", hold_s)
+        self._init_ids(ids)
+        n, m = len(self.ids), self.n_metrics
+        self.interval_s = np.broadcast_to(np.asarray(interval_s, dtype=np.float64), (n,)).copy()
+        self.lo = np.array([METRIC_INFO[k][1] for k in metrics])
+        self.hi = np.array([METRIC_INFO[k][2] for k in metrics])
+        self._stuck_cols = np.ones(m, dtype=bool)
+        self._stuck_cols[list(skip_stuck)] = False
+        self.last_x = np.full((n, m), np.nan)
+        self.last_ts = np.full(n, np.nan)
+        self.max_ts = np.full(n, np.nan)
+        self.run = np.zeros(n, dtype=np.int64)
+        self.step = np.zeros((n, m))  # typical |step| between readings
+        self.jump = np.zeros((n, m))  # the last reading's jump when it was spike-sized, else 0
+        self.seqs = np.full((n, SEQ_RING), -1, dtype=np.int64)
+        self.seq_n = np.zeros(n, dtype=np.int64)
+        self.flag_ts = np.full((n, N_BITS), np.nan)  # last event time each flag fired
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "metrics": list(self.metrics),
+            "stuck_readings": self.stuck_readings,
+            "dropout_intervals": self.dropout_intervals,
+            "spike_k": self.spike_k,
+            "drift_z": self.drift_z,
+            "hold_s": self.hold_s,
+        }
+
+    def update(self, batch: Batch, *, drift: np.ndarray | None = None) -> np.ndarray:
+        """Flags per reading (``uint16``). ``drift``: the spatial detector's per-sensor drift
+        (local index x metric), checked for the batch's sensors."""
+        if batch.values.shape[1] != self.n_metrics:
+            raise ModelsError(f"SensorHealth: expected {self.n_metrics} metrics")
+        n = len(batch)
+        flags = np.zeros(n, dtype=np.uint16)
+        x_all = batch.values
+        oor = ((x_all < self.lo) | (x_all > self.hi)).any(axis=1)
+        flags[oor] |= OUT_OF_RANGE
+        if drift is not None:
+            dz = np.abs(drift[batch.sensor])
+            flags[(np.nan_to_num(dz) >= self.drift_z).any(axis=1)] |= DRIFT
+        for r in occurrence_rounds(batch.sensor):
+            flags[r] |= self._round(batch, r)
+        # remember when each flag fired, per sensor (the quality flag)
+        for b in range(N_BITS):
+            hit = (flags & (1 << b)) != 0
+            if hit.any():
+                np.fmax.at(self.flag_ts[:, b], batch.sensor[hit], batch.ts[hit])
+        return flags
+
+    def _round(self, batch: Batch, r: np.ndarray) -> np.ndarray:
+        s = batch.sensor[r]
+        t = batch.ts[r]
+        x = batch.values[r]
+        out = np.zeros(s.shape[0], dtype=np.uint16)
+        # duplicate / out of order
+        if batch.seq is not None:
+            q = batch.seq[r]
+            dup = (self.seqs[s] == q[:, None]).any(axis=1)
+        else:
+            same_x = ((x == self.last_x[s]) | (np.isnan(x) & np.isnan(self.last_x[s]))).all(axis=1)
+            dup = (t == self.last_ts[s]) & same_x
+        ooo = ~dup & (t < self.max_ts[s])
+        out[dup] |= DUPLICATE
+        out[ooo] |= OUT_OF_ORDER
+        fresh = ~dup
+        # stuck: identical to the previous reading on every judged metric
+        prev = self.last_x[s]
+        cols = self._stuck_cols
+        same = (x[:, cols] == prev[:, cols]).all(axis=1) & ~np.isnan(x[:, cols]).any(axis=1)
+        run = np.where(same, self.run[s] + 1, 0)
+        out[fresh & (run >= self.stuck_readings - 1)] |= STUCK
+        # spike: a big jump that reverts (opposite sign, similar size) right after another
+        d = x - prev
+        typical = self.step[s]
+        big = np.abs(d) > self.spike_k * (typical + 1e-9) + 1e-9
+        warm = typical > 0
+        prev_jump = self.jump[s]
+        reverts = big & warm & (prev_jump != 0) & (np.sign(d) == -np.sign(prev_jump)) & (
+            np.abs(d) > 0.5 * np.abs(prev_jump)
+        )
+        out[fresh & reverts.any(axis=1)] |= SPIKE
+        new_jump = np.where(big & warm & ~reverts, d, 0.0)
+        ok = fresh & ~np.isnan(d).all(axis=1)
+        # learn the typical step from ordinary steps only
+        a = 0.05
+        upd = np.where(big & warm, typical, typical + a * (np.nan_to_num(np.abs(d)) - typical))
+        upd = np.where(typical == 0, np.nan_to_num(np.abs(d)), upd)
+        self.step[s] = np.where(ok[:, None], upd, typical)
+        self.jump[s] = np.where(ok[:, None], new_jump, self.jump[s])
+        self.run[s] = np.where(fresh, run, self.run[s])
+        self.last_x[s] = np.where(fresh[:, None], x, prev)
+        self.last_ts[s] = np.where(fresh, t, self.last_ts[s])
+        self.max_ts[s] = np.fmax(self.max_ts[s], t)
+        if batch.seq is not None:
+            q = batch.seq[r]
+            pos = self.seq_n[s] % SEQ_RING
+            self.seqs[s[fresh], pos[fresh]] = q[fresh]
+            self.seq_n[s] += fresh
+        return out
+
+    def dropouts(self, watermark: float) -> np.ndarray:
+        """Per sensor: silent for ``dropout_intervals`` intervals behind ``watermark`` (bool).
+        Sensors never heard from are not reported (they may belong to another worker)."""
+        silent = watermark - self.max_ts > self.dropout_intervals * self.interval_s
+        hit = silent & ~np.isnan(self.max_ts)
+        b = DROPOUT.bit_length() - 1
+        self.flag_ts[hit, b] = np.fmax(self.flag_ts[hit, b], watermark)
+        return hit
+
+    def quality(self, now: float) -> np.ndarray:
+        """Per sensor: OR of the flags raised within ``hold_s`` before ``now`` (uint16)."""
+        recent = self.flag_ts >= now - self.hold_s
+        weights = (1 << np.arange(N_BITS)).astype(np.uint16)
+        return (recent * weights).sum(axis=1).astype(np.uint16)

@@ -1,0 +1,289 @@
+"""Event-time tumbling windows per sensor and metric, closed by a watermark.
+
+:class:`WindowAggregator` is the indicator workhorse: it folds readings into windows of
+``window_s`` seconds per sensor, closes a window once the watermark (the largest event time
+seen minus ``lateness_s``) passes its end, and reports each closed window's count, mean, min,
+max, an EWMA of window means and rolling percentiles over the last ``history`` windows.
+A reading whose window is already closed is *late*: it is not counted, and ``late`` marks it
+so the agent can send it to the dead-letter topic with reason ``late``.
+
+The result does not depend on how the stream is cut into batches: reading ``i`` is late exactly
+when the windows closed by readings ``0..i-1`` include its window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from models.base import (
+    Batch,
+    ModelsError,
+    PerSensorState,
+    check_int,
+    check_positive,
+    check_range,
+    occurrence_rounds,
+)
+
+NO_WINDOW = np.iinfo(np.int64).min // 4
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRows:
+    """Closed windows, one row per (sensor, window), ordered by window then sensor."""
+
+    sensor: np.ndarray  # int64 local index
+    start: np.ndarray  # float64 window start, epoch s
+    count: np.ndarray  # int64 (k, m) readings per metric
+    mean: np.ndarray  # float64 (k, m), NaN where count is 0
+    min: np.ndarray
+    max: np.ndarray
+    ewma: np.ndarray  # EWMA of window means
+    p50: np.ndarray  # rolling percentiles of the last `history` window means
+    p90: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.sensor.shape[0])
+
+    @staticmethod
+    def empty(m: int) -> WindowRows:
+        e = np.empty((0, m))
+        i = np.empty(0, dtype=np.int64)
+        return WindowRows(i, np.empty(0), e.astype(np.int64), e, e, e, e, e, e)
+
+    @staticmethod
+    def concat(parts: list[WindowRows], m: int) -> WindowRows:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return WindowRows.empty(m)
+        if len(parts) == 1:
+            return parts[0]
+        return WindowRows(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in WindowRows.__slots__)
+        )
+
+
+def nan_quantiles(a: np.ndarray, qs: tuple[float, ...], axis: int = 1) -> list[np.ndarray]:
+    """Linear-interpolated quantiles along ``axis`` ignoring NaN (vectorised; NaN if none)."""
+    s = np.sort(a, axis=axis)  # NaN sort last
+    n = np.sum(~np.isnan(a), axis=axis, keepdims=True)
+    out = []
+    for q in qs:
+        pos = (n - 1) * q
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+        lo = np.maximum(lo, 0)
+        vlo = np.take_along_axis(s, lo, axis=axis)
+        vhi = np.take_along_axis(s, hi, axis=axis)
+        r = vlo + (vhi - vlo) * (pos - np.floor(pos))
+        r = np.where(n > 0, r, np.nan)
+        out.append(np.squeeze(r, axis=axis))
+    return out
+
+
+class WindowAggregator(PerSensorState):
+    """Tumbling event-time windows per sensor; see the module docstring.
+
+    >>> agg = WindowAggregator(["S1"], n_metrics=1, window_s=60.0, lateness_s=0.0)
+    >>> r = agg.update(Batch.of([0, 0, 0], [0.0, 30.0, 61.0], [1.0, 3.0, 5.0]))
+    >>> r.rows.mean.ravel().tolist(), r.late.tolist()
+    ([2.0], [False, False, False])
+    """
+
+    _state_arrays: ClassVar[tuple[str, ...]] = (
+        "wid", "cnt", "sum", "vmin", "vmax", "hist", "hpos", "ewma_",
+    )
+
+    def __init__(
+        self,
+        ids: Any,
+        *,
+        n_metrics: int,
+        window_s: float = 60.0,
+        lateness_s: float = 120.0,
+        history: int = 15,
+        ewma_alpha: float = 0.3,
+    ) -> None:
+        self.n_metrics = check_int("n_metrics", n_metrics, 1)
+        self.window_s = check_positive("window_s", window_s)
+        self.lateness_s = check_range("lateness_s", lateness_s, 0, math.inf, hi_open=True)
+        self.history = check_int("history", history, 1)
+        self.ewma_alpha = check_range("ewma_alpha", ewma_alpha, 0, 1, lo_open=True)
+        self._init_ids(ids)
+        n, m = len(self.ids), self.n_metrics
+        self.slots = int(math.ceil(self.lateness_s / self.window_s)) + 3
+        w = self.slots
+        self.wid = np.full((n, w), NO_WINDOW, dtype=np.int64)
+        self.cnt = np.zeros((n, w, m), dtype=np.int64)
+        self.sum = np.zeros((n, w, m))
+        self.vmin = np.full((n, w, m), np.inf)
+        self.vmax = np.full((n, w, m), -np.inf)
+        self.hist = np.full((n, self.history, m), np.nan)
+        self.hpos = np.zeros(n, dtype=np.int64)
+        self.ewma_ = np.full((n, m), np.nan)
+        self.watermark = -math.inf  # largest event time seen
+        self.closed_upto = NO_WINDOW  # windows with id < closed_upto are closed
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "n_metrics": self.n_metrics,
+            "window_s": self.window_s,
+            "lateness_s": self.lateness_s,
+            "history": self.history,
+            "ewma_alpha": self.ewma_alpha,
+        }
+
+    def _shared_state(self) -> dict[str, Any]:
+        return {"watermark": None if self.watermark == -math.inf else self.watermark}
+
+    def _restore_shared(self, shared: dict[str, Any]) -> None:
+        wm = shared.get("watermark")
+        if wm is not None and wm > self.watermark:
+            self.watermark = float(wm)
+            self.closed_upto = self._cu(self.watermark)
+
+    def _cu(self, wm: float) -> int:
+        if wm == -math.inf:
+            return NO_WINDOW
+        return int(math.floor((wm - self.lateness_s) / self.window_s))
+
+    def update(self, batch: Batch) -> WindowUpdate:
+        late = np.zeros(len(batch), dtype=bool)
+        rows = [closed for _, closed in self.iter_chunks(batch, late) if closed is not None]
+        return WindowUpdate(late, WindowRows.concat(rows, self.n_metrics))
+
+    def iter_chunks(
+        self, batch: Batch, late: np.ndarray
+    ) -> Iterator[tuple[slice, WindowRows | None]]:
+        """Walk ``batch`` in chunks; yields ``(chunk, windows closed just before it)``.
+
+        A chunk starts at every reading that moves the watermark past a window boundary, so
+        the windows closed before a chunk are exactly those closed by the readings before it
+        (callers that score readings against closed windows stay batch-independent). The
+        chunk's readings are accumulated after the caller resumes the generator; ``late`` is
+        filled in place.
+        """
+        if batch.values.shape[1] != self.n_metrics:
+            raise ModelsError(
+                f"WindowAggregator: batch has {batch.values.shape[1]} metrics, "
+                f"expected {self.n_metrics}"
+            )
+        n = len(batch)
+        if n == 0:
+            return
+        ts = batch.ts
+        cm = np.maximum.accumulate(np.maximum(ts, self.watermark))
+        prev = np.empty(n)
+        prev[0] = self.watermark
+        prev[1:] = cm[:-1]
+        with np.errstate(invalid="ignore"):
+            cu_prev = np.floor((prev - self.lateness_s) / self.window_s)
+            cu_cm = np.floor((cm - self.lateness_s) / self.window_s)
+        cu_prev = np.where(np.isfinite(cu_prev), cu_prev, NO_WINDOW).astype(np.int64)
+        cu_cm = cu_cm.astype(np.int64)
+        w_i = np.floor(ts / self.window_s).astype(np.int64)
+        late[:] = w_i < cu_prev
+        mw = np.floor(cm / self.window_s).astype(np.int64)
+        change = np.zeros(n, dtype=bool)
+        change[1:] = (np.diff(cu_cm) != 0) | (np.diff(mw) != 0)
+        change[0] = True
+        starts = np.flatnonzero(change).tolist()
+        for a, b in zip(starts, [*starts[1:], n], strict=True):
+            # reading a's arrival closes windows < cu(cm[a]); it cannot close its own window
+            new_cu = int(cu_cm[a])
+            closed = None
+            if new_cu > self.closed_upto:
+                closed = self._close(new_cu)
+                self.closed_upto = new_cu
+            yield slice(a, b), closed
+            self._accumulate(batch, slice(a, b), w_i, late)
+            self.watermark = float(cm[b - 1])
+
+    def _accumulate(self, batch: Batch, sl: slice, w_i: np.ndarray, late: np.ndarray) -> None:
+        ok = ~late[sl]
+        s = batch.sensor[sl][ok]
+        if s.size == 0:
+            return
+        w = w_i[sl][ok]
+        v = batch.values[sl][ok]
+        slot = np.mod(w, self.slots)
+        fresh = self.wid[s, slot] != w
+        if fresh.any():  # a new window takes over a (closed, cleared) slot
+            fs, fw, fslot = s[fresh], w[fresh], slot[fresh]
+            self.wid[fs, fslot] = fw
+        valid = ~np.isnan(v)
+        vz = np.where(valid, v, 0.0)
+        np.add.at(self.cnt, (s, slot), valid.astype(np.int64))
+        np.add.at(self.sum, (s, slot), vz)
+        np.minimum.at(self.vmin, (s, slot), np.where(valid, v, np.inf))
+        np.maximum.at(self.vmax, (s, slot), np.where(valid, v, -np.inf))
+
+    def _close(self, new_cu: int) -> WindowRows:
+        m = self.n_metrics
+        mask = (self.wid >= self.closed_upto) & (self.wid < new_cu)
+        if self.closed_upto == NO_WINDOW:
+            mask = (self.wid != NO_WINDOW) & (self.wid < new_cu)
+        s, slot = np.nonzero(mask)
+        if s.size == 0:
+            return WindowRows.empty(m)
+        wids = self.wid[s, slot]
+        order = np.lexsort((s, wids))
+        s, slot, wids = s[order], slot[order], wids[order]
+        cnt = self.cnt[s, slot]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(cnt > 0, self.sum[s, slot] / cnt, np.nan)
+        vmin = np.where(cnt > 0, self.vmin[s, slot], np.nan)
+        vmax = np.where(cnt > 0, self.vmax[s, slot], np.nan)
+        # clear the slots
+        self.wid[s, slot] = NO_WINDOW
+        self.cnt[s, slot] = 0
+        self.sum[s, slot] = 0.0
+        self.vmin[s, slot] = np.inf
+        self.vmax[s, slot] = -np.inf
+        # history ring and EWMA, in window order (a sensor may close several windows at once)
+        ewma = np.empty_like(mean)
+        p50 = np.empty_like(mean)
+        p90 = np.empty_like(mean)
+        a = self.ewma_alpha
+        for r in occurrence_rounds(s):
+            rs = s[r]
+            mr = mean[r]
+            old = self.ewma_[rs]
+            new = np.where(np.isnan(old), mr, np.where(np.isnan(mr), old, a * mr + (1 - a) * old))
+            self.ewma_[rs] = new
+            ewma[r] = new
+            pos = self.hpos[rs] % self.history
+            self.hist[rs, pos] = mr
+            self.hpos[rs] += 1
+            q50, q90 = nan_quantiles(self.hist[rs], (0.5, 0.9), axis=1)
+            p50[r] = q50
+            p90[r] = q90
+        return WindowRows(
+            sensor=s.astype(np.int64),
+            start=wids.astype(np.float64) * self.window_s,
+            count=cnt,
+            mean=mean,
+            min=vmin,
+            max=vmax,
+            ewma=ewma,
+            p50=p50,
+            p90=p90,
+        )
+
+    def flush(self) -> WindowRows:
+        """Close every open window (end of a replay or of a CSV)."""
+        if self.watermark == -math.inf:
+            return WindowRows.empty(self.n_metrics)
+        rows = self._close(int(np.max(self.wid)) + 1)
+        return rows
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUpdate:
+    late: np.ndarray  # bool per reading: its window was already closed (dead letter "late")
+    rows: WindowRows

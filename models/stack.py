@@ -1,0 +1,378 @@
+"""The full model stack a worker runs: per kind detectors, health and indicators; per city
+risk and alerts. Faust agents, ``citybrain eval`` and the benchmark all call this.
+
+>>> from models.sensors import SensorTable
+>>> from models.params import ModelParams
+>>> table = SensorTable.of(["S1", "S2"], "loop")
+>>> city = CityModels(table, ModelParams())
+>>> r = city.update("loop", np.array([0, 1]), np.array([0.0, 0.0]),
+...                 np.array([[800.0, 50.0, 10.0], [700.0, 48.0, 9.0]]))
+>>> r.score.shape, r.flags.tolist()
+((2,), [0, 0])
+
+Per batch (readings of one kind, *global* sensor indices of the table):
+``update(kind, sensor, ts, values, seq=None) -> KindResult`` with per-reading combined and
+per-detector scores, health flags and the ``late`` mask (dead letters), plus the windows that
+closed. Once per batch or per second: ``tick(now) -> TickResult`` with district risk, alert
+events, the quality flag per sensor and city indicators. State: ``snapshot(sensor_ids)`` /
+``restore(snap)`` per gateway, plain data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from config.domains import KIND_DOMAIN, KINDS
+from models.alerts import AlertManager, Signal
+from models.base import Batch, ModelsError
+from models.detectors.isolation import IsolationDetector
+from models.detectors.seasonal import SeasonalDetector
+from models.detectors.spatial import SpatialDetector
+from models.health import DUPLICATE, LATE, OUT_OF_ORDER, VALUE_FAULTS, SensorHealth
+from models.indicators.aqi import aqi as aqi_of
+from models.indicators.rolling import WindowRows
+from models.indicators.traffic import congestion_index
+from models.params import ModelParams
+from models.risk import DistrictRisk, RiskResult
+from models.sensors import SensorTable
+
+#: kind -> alert type (None: scored and shown, never alerted on its own)
+ALERT_TYPE: dict[str, str | None] = {
+    "loop": "traffic",
+    "air": "air_quality",
+    "noise": "noise",
+    "weather": None,
+    "water_flow": "water",
+    "water_pressure": "water",
+    "power": "power",
+}
+#: metrics the value detectors leave out (circular or mostly zero)
+SKIP_METRICS: dict[str, tuple[str, ...]] = {"weather": ("wind_dir_deg", "rain_mmh")}
+#: metrics ignored by the stuck check (legitimately constant for long)
+SKIP_STUCK: dict[str, tuple[str, ...]] = {"weather": ("rain_mmh", "wind_dir_deg")}
+AQI_HISTORY = 60  # 1-minute windows kept for the 1-hour mean of air stations
+
+
+@dataclass(frozen=True, slots=True)
+class KindResult:
+    kind: str
+    sensor: np.ndarray  # global indices
+    ts: np.ndarray
+    score: np.ndarray  # combined anomaly score in [0, 1] (NaN: nothing could score)
+    seasonal: np.ndarray
+    spatial: np.ndarray
+    multivariate: np.ndarray
+    metric: np.ndarray  # column of the metric that drove the seasonal score (-1 none)
+    flags: np.ndarray  # uint16 health flags per reading
+    late: np.ndarray  # bool: send to dead letters with reason "late"
+    windows: WindowRows  # closed windows (local sensor index of the kind)
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    ts: float
+    risk: RiskResult
+    alerts: list[dict[str, Any]]
+    quality: np.ndarray  # uint16 per sensor (global): value-fault flags held
+    indicators: dict[str, Any] = field(default_factory=dict)
+
+
+class KindModels:
+    """Detectors, health and windows for the sensors of one kind (local indices)."""
+
+    def __init__(
+        self,
+        table: SensorTable,
+        kind: str,
+        params: ModelParams,
+        *,
+        seed: int = 0,
+        multivariate: bool | None = None,
+    ) -> None:
+        if kind not in table.members:
+            raise ModelsError(f"no sensors of kind {kind!r} in the table")
+        self.kind = kind
+        self.domain = KIND_DOMAIN[kind]
+        self.metrics = KINDS[self.domain][kind]
+        m = len(self.metrics)
+        ids = table.ids_of(kind)
+        g = table.members[kind]
+        p = params
+        skip = tuple(self.metrics.index(x) for x in SKIP_METRICS.get(kind, ()))
+        self.seasonal = SeasonalDetector(
+            ids,
+            n_metrics=m,
+            metrics=self.metrics,
+            slots_per_day=p.seasonal.slots_per_day,
+            weekly=p.seasonal.weekly,
+            min_count=p.seasonal.min_count,
+            learning_rate=p.seasonal.learning_rate,
+            level_halflife_s=p.seasonal.level_halflife_s,
+            smooth_halflife_s=p.seasonal.smooth_halflife_s,
+            scale_floor=p.seasonal.scale_floor,
+            utc_offset_h=p.time.utc_offset_h,
+            skip=skip,
+        )
+        nb = table.neighbours(kind, p.spatial.neighbours, same_district=p.spatial.same_district)
+        self.spatial = SpatialDetector(
+            ids,
+            n_metrics=m,
+            metrics=self.metrics,
+            neighbours=nb,
+            window_s=p.windows.window_s,
+            lateness_s=p.windows.lateness_s,
+            history=AQI_HISTORY if kind == "air" else 1,
+            learning_rate=p.spatial.learning_rate,
+            drift_halflife_s=p.health.drift_halflife_s,
+            scale_floor=p.seasonal.scale_floor,
+            skip=skip,
+        )
+        use_mv = p.multivariate.enabled if multivariate is None else multivariate
+        self.isolation = (
+            IsolationDetector(
+                ids,
+                n_metrics=m,
+                window_s=p.multivariate.window_s,
+                lateness_s=p.windows.lateness_s,
+                n_estimators=p.multivariate.n_estimators,
+                max_samples=p.multivariate.max_samples,
+                fit_after=p.multivariate.fit_after,
+                refit_every_s=p.multivariate.refit_every_s,
+                buffer=p.multivariate.buffer,
+                seed=seed,
+            )
+            if use_mv
+            else None
+        )
+        self.health = SensorHealth(
+            ids,
+            metrics=self.metrics,
+            interval_s=table.interval_s[g],
+            stuck_readings=p.health.stuck_readings,
+            dropout_intervals=p.health.dropout_intervals,
+            spike_k=p.health.spike_k,
+            drift_z=p.health.drift_z,
+            skip_stuck=tuple(self.metrics.index(x) for x in SKIP_STUCK.get(kind, ())),
+        )
+        self.global_index = g
+        self.latest_mean = np.full((g.shape[0], m), np.nan)
+
+    def update(self, sensor_local: np.ndarray, ts: np.ndarray, values: np.ndarray,
+               seq: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        batch = Batch(sensor_local, ts, values, seq)
+        seas = self.seasonal.update(batch)
+        spat = self.spatial.update(batch)
+        late = self.spatial.last_late
+        mv = self.isolation.update(batch).score if self.isolation is not None else np.full(len(batch), np.nan)
+        flags = self.health.update(batch, drift=self.spatial.drift)
+        flags[late] |= LATE
+        rows = self.spatial.last_rows
+        if len(rows):
+            self.latest_mean[rows.sensor] = rows.mean
+        both = np.fmax(np.fmax(seas.score, spat.score), mv)
+        return both, seas.score, spat.score, mv, seas.metric, flags, late, rows
+
+    def snapshot(self, sensors: list[str]) -> dict[str, Any]:
+        out = {
+            "seasonal": self.seasonal.snapshot(sensors),
+            "spatial": self.spatial.snapshot(sensors),
+            "health": self.health.snapshot(sensors),
+        }
+        if self.isolation is not None:
+            out["isolation"] = self.isolation.snapshot(sensors)
+        return out
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.seasonal.restore(snap["seasonal"])
+        self.spatial.restore(snap["spatial"])
+        self.health.restore(snap["health"])
+        if self.isolation is not None and "isolation" in snap:
+            self.isolation.restore(snap["isolation"])
+
+
+class CityModels:
+    """Everything a worker runs for the sensors of ``table``; see the module docstring."""
+
+    def __init__(
+        self,
+        table: SensorTable,
+        params: ModelParams,
+        *,
+        seed: int = 0,
+        multivariate: bool | None = None,
+    ) -> None:
+        self.table = table
+        self.params = params
+        self.kinds = {
+            k: KindModels(table, k, params, seed=seed, multivariate=multivariate) for k in table.kinds
+        }
+        self.risk = DistrictRisk(
+            table,
+            weights=params.risk.weights,
+            cutoffs=params.risk.cutoffs,
+            top_k=params.risk.top_k,
+            stale_s=params.risk.stale_s,
+        )
+        thr = {t: params.threshold(KIND_DOMAIN[k]) for k, t in ALERT_TYPE.items() if t}
+        a = params.alerts
+        self.alerts = AlertManager(
+            thresholds=thr,
+            close_ratio=a.close_ratio,
+            open_after_s=a.open_after_s,
+            resolve_after_s=a.resolve_after_s,
+            escalate_after_s=a.escalate_after_s,
+            min_sensors=a.min_sensors,
+        )
+        self.threshold = np.array(
+            [params.threshold(KIND_DOMAIN[k]) for k in table.kind.tolist()], dtype=np.float64
+        )
+        self.watermark = -np.inf
+        self._types = sorted({t for t in ALERT_TYPE.values() if t})
+        tpos = {t: i for i, t in enumerate(self._types)}
+        self._type_code = np.array(
+            [tpos.get(ALERT_TYPE.get(k) or "", -1) for k in table.kind.tolist()], dtype=np.int64
+        )
+
+    def update(
+        self,
+        kind: str,
+        sensor: np.ndarray,
+        ts: np.ndarray,
+        values: np.ndarray,
+        seq: np.ndarray | None = None,
+    ) -> KindResult:
+        """Score readings of one kind (``sensor``: global indices of the table)."""
+        km = self.kinds.get(kind)
+        if km is None:
+            raise ModelsError(f"no sensors of kind {kind!r} in this worker's table")
+        sensor = np.asarray(sensor, dtype=np.int64)
+        local = self.table.local[sensor]
+        if (self.table.kind[sensor] != kind).any():
+            bad = self.table.ids[sensor[self.table.kind[sensor] != kind][0]]
+            raise ModelsError(f"sensor {bad} is not of kind {kind!r}")
+        both, seas, spat, mv, metric, flags, late, rows = km.update(local, ts, values, seq)
+        # untrusted readings (value faults, duplicates, out of order, late) do not feed risk
+        bad = (flags & (VALUE_FAULTS | DUPLICATE | OUT_OF_ORDER | LATE)) != 0
+        self.risk.observe(sensor, ts, np.where(bad, np.nan, both))
+        if len(ts):
+            self.watermark = max(self.watermark, float(np.max(ts)))
+        return KindResult(kind, sensor, ts, both, seas, spat, mv, metric, flags, late, rows)
+
+    def update_frame(self, frame: Any) -> KindResult:
+        """Score a decoded :class:`models.frame.Frame` (unknown sensors raise)."""
+        kind = frame.kind
+        if kind is None:
+            raise ModelsError(f"gateway {frame.gateway}: metrics match no kind")
+        sensor = self.table.lookup(frame.sensor_id)
+        if (sensor < 0).any():
+            bad = frame.sensor_id[int(np.argmax(sensor < 0))]
+            raise ModelsError(f"gateway {frame.gateway}: unknown sensor {bad}")
+        names = KINDS[KIND_DOMAIN[kind]][kind]
+        values = np.column_stack([frame.metrics[m] for m in names])
+        return self.update(kind, sensor, frame.ts, values, frame.seq)
+
+    def quality(self, now: float) -> np.ndarray:
+        q = np.zeros(len(self.table), dtype=np.uint16)
+        for km in self.kinds.values():
+            km.health.dropouts(now)
+            q[km.global_index] = km.health.quality(now)
+        return q
+
+    def signals(self, now: float, quality: np.ndarray) -> dict[tuple[str, str], Signal]:
+        """Alert signals per (district, type) from fresh scores of healthy sensors."""
+        r = self.risk
+        fresh = (now - r.score_ts <= self.params.risk.stale_s) & ~np.isnan(r.score)
+        fresh &= ((quality & VALUE_FAULTS) == 0) & (self._type_code >= 0)
+        idx = np.flatnonzero(fresh)
+        if idx.size == 0:
+            return {}
+        nt = len(self._types)
+        key = self.table.district_code[idx] * nt + self._type_code[idx]
+        sc = r.score[idx]
+        hot = sc >= self.threshold[idx]
+        strength = np.full(len(self.table.districts) * nt, -1.0)
+        np.maximum.at(strength, key, sc)
+        count = np.bincount(key[hot], minlength=strength.shape[0])
+        out: dict[tuple[str, str], Signal] = {}
+        hot_ids: dict[int, list[str]] = {}
+        for k, i in zip(key[hot].tolist(), idx[hot].tolist(), strict=True):
+            hot_ids.setdefault(k, []).append(str(self.table.ids[i]))
+        for k in np.flatnonzero(strength >= 0).tolist():
+            d, t = divmod(k, nt)
+            out[(self.table.districts[d], self._types[t])] = Signal(
+                float(strength[k]), int(count[k]), tuple(hot_ids.get(k, ()))
+            )
+        return out
+
+    def tick(self, now: float | None = None) -> TickResult:
+        """Risk, alerts, quality and city indicators at event time ``now`` (default: the
+        watermark)."""
+        t = self.watermark if now is None else float(now)
+        q = self.quality(t)
+        indicators = self.indicators()
+        ind_sub: dict[str, np.ndarray] = {}
+        if "aqi" in indicators:
+            ind_sub["environment"] = np.clip((indicators["aqi_district"] - 100.0) / 200.0, 0, 1)
+        risk = self.risk.assess(t, unhealthy=(q & VALUE_FAULTS) != 0, indicators=ind_sub)
+        events = self.alerts.update(t, self.signals(t, q))
+        return TickResult(t, risk, events, q, indicators)
+
+    def indicators(self) -> dict[str, Any]:
+        """City indicators from the latest closed windows: congestion per district (and
+        city), AQI per air station and district (hourly means)."""
+        out: dict[str, Any] = {}
+        tb = self.table
+        nd = len(tb.districts)
+        if "loop" in self.kinds:
+            km = self.kinds["loop"]
+            g = km.global_index
+            flow, speed = km.latest_mean[:, 0], km.latest_mean[:, 1]
+            length = np.where(np.isnan(tb.length_km[g]), 1.0, tb.length_km[g])
+            vf = tb.free_speed_kmh[g]
+            if not np.isnan(vf).all():
+                out["congestion_district"] = congestion_index(
+                    speed, vf, length, flow, groups=tb.district_code[g], n_groups=nd
+                )
+                out["congestion_city"] = float(congestion_index(speed, vf, length, flow)[0])
+        if "air" in self.kinds:
+            km = self.kinds["air"]
+            hour_mean = np.nanmean(km.spatial.windows.hist, axis=1) if km.spatial.windows.hist.size else None
+            if hour_mean is not None:
+                conc = {p: hour_mean[:, i] for i, p in enumerate(km.metrics)}
+                res = aqi_of(conc, standard=self.params.aqi.standard)
+                out["aqi"] = res
+                dc = tb.district_code[km.global_index]
+                vals = np.where(np.isnan(res.aqi), -1.0, res.aqi)
+                best = np.full(nd, -1.0)
+                np.maximum.at(best, dc, vals)
+                out["aqi_district"] = np.where(best < 0, np.nan, best)
+        return out
+
+    # --- state -------------------------------------------------------------------------
+    def snapshot(self, sensors: list[str]) -> dict[str, Any]:
+        """Plain-data state of ``sensors`` (e.g. one gateway's), JSON-safe."""
+        idx = self.table.lookup(sensors)
+        if (idx < 0).any():
+            raise ModelsError(f"snapshot: unknown sensor {sensors[int(np.argmax(idx < 0))]}")
+        out: dict[str, Any] = {"version": 1, "kinds": {}}
+        for kind in sorted(set(self.table.kind[idx].tolist())):
+            ids = [s for s, i in zip(sensors, idx, strict=True) if self.table.kind[i] == kind]
+            out["kinds"][kind] = self.kinds[kind].snapshot(ids)
+        out["risk"] = self.risk.snapshot(sensors)
+        return out
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        for kind, s in snap["kinds"].items():
+            if kind not in self.kinds:
+                raise ModelsError(f"restore: no sensors of kind {kind!r} in this table")
+            self.kinds[kind].restore(s)
+        self.risk.restore(snap["risk"])
+
+    def snapshot_alerts(self) -> dict[str, Any]:
+        return self.alerts.snapshot()
+
+    def restore_alerts(self, snap: dict[str, Any]) -> None:
+        self.alerts.restore(snap)
