@@ -1,0 +1,189 @@
+"""Publishing frames and ground truth to Kafka (kafka-python), live or from a recording.
+
+Frames go to ``settings.topic("readings.<domain>")`` keyed by gateway id (so a sensor's
+readings stay in one partition, in order); labels go to ``settings.topic("groundtruth")`` as
+JSON keyed by label id, when event time reaches their start. Topics are created by the caller
+(``citybrain up``, ``scripts/``) or auto-created by the broker.
+
+:func:`run_live` paces event time against an injected :class:`~sensors_sim.clock.Clock`:
+``speed`` × real time, or as fast as the producer takes it with ``speed=0``. It stops at the
+end of the run or when ``stop`` is set (the CLI sets it on SIGTERM/SIGINT), and always flushes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from config.domains import DOMAINS
+from models.frame import Frame, encode
+from sensors_sim.clock import Clock, RealClock
+from sensors_sim.errors import SimError
+from sensors_sim.labels import Label
+
+log = logging.getLogger(__name__)
+
+
+class ProducerLike(Protocol):
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any: ...
+
+    def flush(self, timeout: float | None = None) -> None: ...
+
+    def close(self, timeout: float | None = None) -> None: ...
+
+
+def producer_config(
+    settings: Any,
+    *,
+    linger_ms: int = 20,
+    batch_size: int = 512 * 1024,
+    compression: str | None = None,
+    acks: int | str = "all",
+) -> dict[str, Any]:
+    """kafka-python ``KafkaProducer`` options for publishing frames, from :class:`Settings`."""
+    if linger_ms < 0:
+        raise ValueError(f"linger_ms must be >= 0, got {linger_ms!r}")
+    if batch_size < 1024:
+        raise ValueError(f"batch_size must be >= 1024, got {batch_size!r}")
+    if compression not in (None, "gzip", "snappy", "lz4", "zstd"):
+        raise ValueError(f"compression must be None, gzip, snappy, lz4 or zstd, got {compression!r}")
+    opts: dict[str, Any] = dict(settings.kafka_common())
+    ctx = settings.ssl_context()
+    if ctx is not None:
+        opts["ssl_context"] = ctx
+    opts.update(
+        client_id="citybrain-sim",
+        acks=acks,
+        linger_ms=linger_ms,
+        batch_size=batch_size,
+        compression_type=compression,
+        max_request_size=max(int(settings.max_frame_bytes) + 65536, 1_048_576),
+        retries=5,
+    )
+    return opts
+
+
+@dataclass
+class PublishStats:
+    frames: int = 0
+    readings: int = 0
+    bytes: int = 0
+    labels: int = 0
+    errors: int = 0
+
+
+class Publisher:
+    """Sends frames and labels; owns its producer unless one is given."""
+
+    def __init__(self, settings: Any, *, producer: ProducerLike | None = None, **producer_opts: Any) -> None:
+        if producer is None:
+            from kafka import KafkaProducer
+            from kafka.errors import KafkaError
+
+            try:
+                producer = KafkaProducer(**producer_config(settings, **producer_opts))
+            except KafkaError as exc:
+                raise SimError(f"cannot connect to Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+        self.producer = producer
+        self.topics = {d: settings.topic(f"readings.{d}") for d in DOMAINS}
+        self.groundtruth = settings.topic("groundtruth")
+        self.stats = PublishStats()
+        self._lock = threading.Lock()
+        self.first_error: BaseException | None = None
+
+    def _on_error(self, exc: BaseException) -> None:
+        with self._lock:
+            self.stats.errors += 1
+            if self.first_error is None:
+                self.first_error = exc
+                log.error("publishing failed: %s", exc)
+
+    def _send(self, topic: str, key: bytes, value: bytes) -> None:
+        fut = self.producer.send(topic, value=value, key=key)
+        if hasattr(fut, "add_errback"):
+            fut.add_errback(self._on_error)
+
+    def publish(self, frames: Iterable[Frame]) -> None:
+        for f in frames:
+            value = encode(f)
+            self._send(self.topics[f.domain], f.gateway.encode(), value)
+            self.stats.frames += 1
+            self.stats.readings += len(f)
+            self.stats.bytes += len(value)
+
+    def publish_raw(self, domain: str, gateway: str, value: bytes, readings: int = 0) -> None:
+        """An already encoded frame (from a recording)."""
+        self._send(self.topics[domain], gateway.encode(), value)
+        self.stats.frames += 1
+        self.stats.readings += readings
+        self.stats.bytes += len(value)
+
+    def publish_label(self, label: Label) -> None:
+        self._send(self.groundtruth, label.id.encode(), label.to_json())
+        self.stats.labels += 1
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.producer.flush(timeout)
+        if self.first_error is not None:
+            raise SimError(f"{self.stats.errors} message(s) could not be published: {self.first_error}")
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        try:
+            self.producer.flush(timeout)
+        finally:
+            self.producer.close(timeout)
+
+
+def _paced(
+    ticks: Iterable[tuple[float, Any]], *, speed: float, clock: Clock, stop: threading.Event
+) -> Iterator[tuple[float, Any]]:
+    """Release ``(event time, item)`` pairs no faster than ``speed`` × real time."""
+    if speed < 0:
+        raise ValueError(f"speed must be >= 0 (0 = as fast as possible), got {speed!r}")
+    wall0: float | None = None
+    t0 = 0.0
+    for t, item in ticks:
+        if stop.is_set():
+            return
+        if speed > 0:
+            if wall0 is None:
+                wall0, t0 = clock.monotonic(), t
+            delay = wall0 + (t - t0) / speed - clock.monotonic()
+            if delay > 0 and clock.sleep(delay, stop):
+                return
+        yield t, item
+
+
+def run_live(
+    sim: Any,
+    publisher: Publisher,
+    *,
+    speed: float,
+    clock: Clock | None = None,
+    stop: threading.Event | None = None,
+    on_tick: Any = None,
+) -> PublishStats:
+    """Publish a :class:`~sensors_sim.engine.Simulator` run; returns the counts.
+
+    ``on_tick(t, ticks_done)`` is called after every tick (progress, metrics).
+    """
+    clock = clock or RealClock()
+    stop = stop or threading.Event()
+    labels = sorted(sim.labels, key=lambda lab: lab.start)
+    li = 0
+    done = 0
+    try:
+        for t, frames in _paced(sim.ticks(), speed=speed, clock=clock, stop=stop):
+            while li < len(labels) and labels[li].start <= t:
+                publisher.publish_label(labels[li])
+                li += 1
+            publisher.publish(frames)
+            done += 1
+            if on_tick is not None:
+                on_tick(t, done)
+    finally:
+        publisher.flush()
+    return publisher.stats
