@@ -54,6 +54,7 @@ class SeasonalParams:
     level_halflife_s: float = 1800.0
     smooth_halflife_s: float = 45.0
     scale_floor: float = 0.02
+    calibration_scale: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "seasonal.level_halflife_s": (0, 10**7, True),
     "seasonal.smooth_halflife_s": (0, 10**7, False),
     "seasonal.scale_floor": (0, 1, False),
+    "seasonal.calibration_scale": (0, 1000, True),
     "spatial.neighbours": (1, 64, False),
     "spatial.learning_rate": (0, 1, True),
     "multivariate.window_s": (0, 86400, True),

@@ -114,6 +114,7 @@ class KindModels:
             smooth_halflife_s=p.seasonal.smooth_halflife_s,
             scale_floor=p.seasonal.scale_floor,
             utc_offset_h=p.time.utc_offset_h,
+            calibration_scale=p.seasonal.calibration_scale,
             skip=skip,
         )
         nb = table.neighbours(kind, p.spatial.neighbours, same_district=p.spatial.same_district)
@@ -125,9 +126,11 @@ class KindModels:
             window_s=p.windows.window_s,
             lateness_s=p.windows.lateness_s,
             history=AQI_HISTORY if kind == "air" else 1,
+            minmax=kind != "loop",  # min/max per window where cheap; loops are most readings
             learning_rate=p.spatial.learning_rate,
             drift_halflife_s=p.health.drift_halflife_s,
             scale_floor=p.seasonal.scale_floor,
+            calibration_scale=p.seasonal.calibration_scale,
             skip=skip,
         )
         use_mv = p.multivariate.enabled if multivariate is None else multivariate

@@ -1,7 +1,7 @@
 """Multivariate detector: scikit-learn's IsolationForest on per-sensor window features.
 
 Readings are folded into event-time windows (``window_s``, default 5 min). When a window
-closes, the sensor's feature vector is built -- per metric the window mean and range,
+closes, the sensor's feature vector is built -- per metric the window mean and standard deviation,
 standardised by that sensor's own slowly-learned mean and spread, so one forest serves every
 sensor of a kind -- and scored by the forest, always on the batch of rows that closed together.
 The forest is fitted on a baseline period (the first ``fit_after`` rows) and refitted every
@@ -68,7 +68,8 @@ class IsolationDetector(PerSensorState):
         self._init_ids(ids)
         n, m = len(self.ids), self.n_metrics
         self.windows = WindowAggregator(
-            self.ids, n_metrics=m, window_s=window_s, lateness_s=lateness_s, history=1
+            self.ids, n_metrics=m, window_s=window_s, lateness_s=lateness_s, history=1,
+            minmax=False,
         )
         self.fmean = np.full((n, 2 * m), np.nan)
         self.fdev = np.zeros((n, 2 * m))
@@ -158,7 +159,7 @@ class IsolationDetector(PerSensorState):
         return DetectorResult(score, metric)
 
     def _features(self, rows: WindowRows) -> np.ndarray:
-        return np.concatenate([rows.mean, rows.max - rows.min], axis=1)
+        return np.concatenate([rows.mean, rows.std], axis=1)
 
     def _learn(self, rows: WindowRows) -> None:
         s = rows.sensor

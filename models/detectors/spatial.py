@@ -37,6 +37,7 @@ from models.detectors.seasonal import MEANDEV_TO_SIGMA, Z_CLIP, metric_floors
 from models.indicators.rolling import WindowAggregator, WindowRows
 
 CLIP = 3.0
+DRIFT_CLIP = 6.0
 
 
 def nan_median_rows(a: np.ndarray) -> np.ndarray:
@@ -54,7 +55,7 @@ class SpatialDetector(PerSensorState):
     """See the module docstring. ``neighbours``: int array ``(n, k)`` of local indices, -1 pads."""
 
     _state_arrays: ClassVar[tuple[str, ...]] = (
-        "ref", "off", "odev", "ocnt", "drift", "last_w", "drift_ts",
+        "ref", "off", "odev", "ocnt", "drift", "last_w", "drift_ts", "rsum", "rcnt",
     )
 
     def __init__(
@@ -67,6 +68,7 @@ class SpatialDetector(PerSensorState):
         window_s: float = 60.0,
         lateness_s: float = 120.0,
         history: int = 1,
+        minmax: bool = False,
         learning_rate: float = 0.02,
         min_count: int = 10,
         drift_halflife_s: float = 1800.0,
@@ -89,7 +91,8 @@ class SpatialDetector(PerSensorState):
             raise ValueError(f"neighbours must be an int array of shape ({n}, k), got {nb.shape}")
         self.neighbours = nb
         self.windows = WindowAggregator(
-            self.ids, n_metrics=m, window_s=window_s, lateness_s=lateness_s, history=history
+            self.ids, n_metrics=m, window_s=window_s, lateness_s=lateness_s, history=history,
+            minmax=minmax,
         )
         self.ref = np.full((n, m), np.nan)  # neighbour median of the last closed window
         self.off = np.zeros((n, m))  # usual offset from the neighbour median
@@ -98,6 +101,9 @@ class SpatialDetector(PerSensorState):
         self.drift = np.zeros((n, m))  # slow average of window-level z
         self.last_w = np.full(n, -1, dtype=np.int64)
         self.drift_ts = np.full(n, np.nan)
+        # reading-level |residual| accumulated until the next window closes (scale learning)
+        self.rsum = np.zeros((n, m))
+        self.rcnt = np.zeros((n, m), dtype=np.int64)
         self._floor = metric_floors(self.metrics, m)
         self._active = np.ones(m, dtype=bool)
         self._active[list(self.skip)] = False
@@ -148,9 +154,16 @@ class SpatialDetector(PerSensorState):
             s = batch.sensor[sl]
             x = batch.values[sl]
             pred = self.ref[s] + self.off[s]
-            z = np.clip((x - pred) / self._sigma(s, self.ref[s]), -Z_CLIP, Z_CLIP)
-            ok = (self.ocnt[s] >= self.min_count) & ~np.isnan(x) & ~np.isnan(pred) & self._active
+            sig = self._sigma(s, self.ref[s])
+            res = x - pred
+            z = np.clip(res / sig, -Z_CLIP, Z_CLIP)
+            valid = ~np.isnan(res) & self._active
+            ok = (self.ocnt[s] >= self.min_count) & valid
             scores[sl] = np.where(ok, calibrate(z, self.calibration_scale), np.nan)
+            # the reading-level spread is learned when the next window closes
+            learn = valid & (self.ocnt[s] > 0)
+            np.add.at(self.rsum, s, np.where(learn, np.minimum(np.abs(res), CLIP * sig), 0.0))
+            np.add.at(self.rcnt, s, learn.astype(np.int64))
         self.last_rows = WindowRows.concat(rows, self.n_metrics)
         self.last_late = late
         score, metric = combine_metrics(scores)
@@ -174,21 +187,25 @@ class SpatialDetector(PerSensorState):
             sig = self._sigma(s, med)
             z = np.clip((d - self.off[s]) / sig, -Z_CLIP, Z_CLIP)
             warm = cnt >= self.min_count
-            # drift: slow average of the window z (time-weighted), once the offset is learned
+            # drift: slow average of the (moderately clipped) window z, once the offset is known
+            zd = np.clip(z, -DRIFT_CLIP, DRIFT_CLIP)
             dts = np.where(np.isnan(self.drift_ts[s]), 0.0, t - self.drift_ts[s])
             wd = smooth_weight(dts, self.drift_halflife_s)[:, None]
-            self.drift[s] = np.where(ok & warm, self.drift[s] + wd * (z - self.drift[s]), self.drift[s])
+            self.drift[s] = np.where(ok & warm, self.drift[s] + wd * (zd - self.drift[s]), self.drift[s])
             self.drift_ts[s] = t
             eta = np.maximum(self.learning_rate, 1.0 / (cnt + 1.0))
             res = d - self.off[s]
             rc = np.clip(res, -CLIP * sig, CLIP * sig)
             first = cnt == 0
             new_off = np.where(first, d, self.off[s] + eta * rc)
-            new_dev = np.where(
-                first, 0.0, self.odev[s] + eta * (np.minimum(np.abs(res), CLIP * sig) - self.odev[s])
-            )
+            rc_n = self.rcnt[s]
+            mean_abs = self.rsum[s] / np.maximum(rc_n, 1)
+            eta_d = np.maximum(self.learning_rate * 5, 1.0 / (cnt + 1.0))
+            new_dev = np.where(rc_n > 0, self.odev[s] + eta_d * (mean_abs - self.odev[s]), self.odev[s])
+            self.rsum[s] = 0.0
+            self.rcnt[s] = 0
             self.off[s] = np.where(ok, new_off, self.off[s])
-            self.odev[s] = np.where(ok, new_dev, self.odev[s])
+            self.odev[s] = new_dev
             self.ocnt[s] = cnt + ok
             self.ref[s] = med
             self.last_w[s] = int(math.floor(t / self.windows.window_s))

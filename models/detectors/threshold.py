@@ -47,7 +47,10 @@ class ThresholdDetector(PerSensorState):
         self._init_ids(ids)
 
     def params(self) -> dict[str, Any]:
-        return {"metrics": list(self.metrics), "lo": self.lo.tolist(), "hi": self.hi.tolist()}
+        def plain(a: np.ndarray) -> list[float | None]:
+            return [float(x) if np.isfinite(x) else None for x in a]
+
+        return {"metrics": list(self.metrics), "lo": plain(self.lo), "hi": plain(self.hi)}
 
     def update(self, batch: Batch) -> DetectorResult:
         if batch.values.shape[1] != self.n_metrics:

@@ -42,7 +42,8 @@ class WindowRows:
     count: np.ndarray  # int64 (k, m) readings per metric
     mean: np.ndarray  # float64 (k, m), NaN where count is 0
     min: np.ndarray
-    max: np.ndarray
+    max: np.ndarray  # NaN when the aggregator runs without min/max
+    std: np.ndarray  # population standard deviation within the window
     ewma: np.ndarray  # EWMA of window means
     p50: np.ndarray  # rolling percentiles of the last `history` window means
     p90: np.ndarray
@@ -54,7 +55,7 @@ class WindowRows:
     def empty(m: int) -> WindowRows:
         e = np.empty((0, m))
         i = np.empty(0, dtype=np.int64)
-        return WindowRows(i, np.empty(0), e.astype(np.int64), e, e, e, e, e, e)
+        return WindowRows(i, np.empty(0), e.astype(np.int64), e, e, e, e, e, e, e)
 
     @staticmethod
     def concat(parts: list[WindowRows], m: int) -> WindowRows:
@@ -96,7 +97,7 @@ class WindowAggregator(PerSensorState):
     """
 
     _state_arrays: ClassVar[tuple[str, ...]] = (
-        "wid", "cnt", "sum", "vmin", "vmax", "hist", "hpos", "ewma_",
+        "wid", "cnt", "sum", "sumsq", "vmin", "vmax", "hist", "hpos", "ewma_",
     )
 
     def __init__(
@@ -108,12 +109,14 @@ class WindowAggregator(PerSensorState):
         lateness_s: float = 120.0,
         history: int = 15,
         ewma_alpha: float = 0.3,
+        minmax: bool = True,
     ) -> None:
         self.n_metrics = check_int("n_metrics", n_metrics, 1)
         self.window_s = check_positive("window_s", window_s)
         self.lateness_s = check_range("lateness_s", lateness_s, 0, math.inf, hi_open=True)
         self.history = check_int("history", history, 1)
         self.ewma_alpha = check_range("ewma_alpha", ewma_alpha, 0, 1, lo_open=True)
+        self.minmax = bool(minmax)
         self._init_ids(ids)
         n, m = len(self.ids), self.n_metrics
         self.slots = int(math.ceil(self.lateness_s / self.window_s)) + 3
@@ -121,6 +124,7 @@ class WindowAggregator(PerSensorState):
         self.wid = np.full((n, w), NO_WINDOW, dtype=np.int64)
         self.cnt = np.zeros((n, w, m), dtype=np.int64)
         self.sum = np.zeros((n, w, m))
+        self.sumsq = np.zeros((n, w, m))
         self.vmin = np.full((n, w, m), np.inf)
         self.vmax = np.full((n, w, m), -np.inf)
         self.hist = np.full((n, self.history, m), np.nan)
@@ -132,6 +136,7 @@ class WindowAggregator(PerSensorState):
     def params(self) -> dict[str, Any]:
         return {
             "n_metrics": self.n_metrics,
+            "minmax": self.minmax,
             "window_s": self.window_s,
             "lateness_s": self.lateness_s,
             "history": self.history,
@@ -206,22 +211,37 @@ class WindowAggregator(PerSensorState):
 
     def _accumulate(self, batch: Batch, sl: slice, w_i: np.ndarray, late: np.ndarray) -> None:
         ok = ~late[sl]
-        s = batch.sensor[sl][ok]
+        s = batch.sensor[sl]
+        w = w_i[sl]
+        v = batch.values[sl]
+        if not ok.all():
+            s, w, v = s[ok], w[ok], v[ok]
         if s.size == 0:
             return
-        w = w_i[sl][ok]
-        v = batch.values[sl][ok]
         slot = np.mod(w, self.slots)
-        fresh = self.wid[s, slot] != w
-        if fresh.any():  # a new window takes over a (closed, cleared) slot
-            fs, fw, fslot = s[fresh], w[fresh], slot[fresh]
-            self.wid[fs, fslot] = fw
+        flat = s * self.slots + slot
+        self.wid.reshape(-1)[flat] = w  # a new window takes over a (closed, cleared) slot
         valid = ~np.isnan(v)
         vz = np.where(valid, v, 0.0)
-        np.add.at(self.cnt, (s, slot), valid.astype(np.int64))
-        np.add.at(self.sum, (s, slot), vz)
-        np.minimum.at(self.vmin, (s, slot), np.where(valid, v, np.inf))
-        np.maximum.at(self.vmax, (s, slot), np.where(valid, v, -np.inf))
+        size = self.wid.size
+        cnt = self.cnt.reshape(size, -1)
+        sm = self.sum.reshape(size, -1)
+        sq = self.sumsq.reshape(size, -1)
+        if s.size * 4 < size:  # sparse: touch only the slots that changed
+            uniq, inv = np.unique(flat, return_inverse=True)
+            k = uniq.shape[0]
+            for j in range(self.n_metrics):
+                cnt[uniq, j] += np.bincount(inv, weights=valid[:, j], minlength=k).astype(np.int64)
+                sm[uniq, j] += np.bincount(inv, weights=vz[:, j], minlength=k)
+                sq[uniq, j] += np.bincount(inv, weights=vz[:, j] * vz[:, j], minlength=k)
+        else:
+            for j in range(self.n_metrics):
+                cnt[:, j] += np.bincount(flat, weights=valid[:, j], minlength=size).astype(np.int64)
+                sm[:, j] += np.bincount(flat, weights=vz[:, j], minlength=size)
+                sq[:, j] += np.bincount(flat, weights=vz[:, j] * vz[:, j], minlength=size)
+        if self.minmax:
+            np.minimum.at(self.vmin, (s, slot), np.where(valid, v, np.inf))
+            np.maximum.at(self.vmax, (s, slot), np.where(valid, v, -np.inf))
 
     def _close(self, new_cu: int) -> WindowRows:
         m = self.n_metrics
@@ -237,12 +257,18 @@ class WindowAggregator(PerSensorState):
         cnt = self.cnt[s, slot]
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(cnt > 0, self.sum[s, slot] / cnt, np.nan)
-        vmin = np.where(cnt > 0, self.vmin[s, slot], np.nan)
-        vmax = np.where(cnt > 0, self.vmax[s, slot], np.nan)
+            var = np.where(cnt > 0, self.sumsq[s, slot] / cnt - mean * mean, np.nan)
+        std = np.sqrt(np.maximum(var, 0.0))
+        if self.minmax:
+            vmin = np.where(cnt > 0, self.vmin[s, slot], np.nan)
+            vmax = np.where(cnt > 0, self.vmax[s, slot], np.nan)
+        else:
+            vmin = vmax = np.full_like(mean, np.nan)
         # clear the slots
         self.wid[s, slot] = NO_WINDOW
         self.cnt[s, slot] = 0
         self.sum[s, slot] = 0.0
+        self.sumsq[s, slot] = 0.0
         self.vmin[s, slot] = np.inf
         self.vmax[s, slot] = -np.inf
         # history ring and EWMA, in window order (a sensor may close several windows at once)
@@ -260,6 +286,10 @@ class WindowAggregator(PerSensorState):
             pos = self.hpos[rs] % self.history
             self.hist[rs, pos] = mr
             self.hpos[rs] += 1
+            if self.history == 1:
+                p50[r] = mr
+                p90[r] = mr
+                continue
             q50, q90 = nan_quantiles(self.hist[rs], (0.5, 0.9), axis=1)
             p50[r] = q50
             p90[r] = q90
@@ -270,6 +300,7 @@ class WindowAggregator(PerSensorState):
             mean=mean,
             min=vmin,
             max=vmax,
+            std=std,
             ewma=ewma,
             p50=p50,
             p90=p90,
