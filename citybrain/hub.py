@@ -1,0 +1,108 @@
+"""The hub: one process that owns the store and serves the screen (and, optionally, runs the sink).
+
+In the embedded mode chDB allows one process per data directory, so the sink, the dashboard and
+the analysts' SQL endpoint (``POST /api/sql``) live here together. In server mode the same code
+runs the dashboard alone (``citybrain dashboard``) or the sink alone (``citybrain sink``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from config.settings import Settings
+from store import open_store
+from store.base import Store, StoreError
+
+log = logging.getLogger("citybrain.hub")
+
+
+def install_stop_handlers(stop: threading.Event, on_stop: Any = None) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+        if on_stop is not None:
+            threading.Thread(target=on_stop, daemon=True).start()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def add_api(server: Any, store: Store) -> None:
+    """JSON endpoints next to the screen: health and read-only SQL."""
+    from flask import jsonify, request
+
+    @server.get("/api/health")
+    def health() -> Any:
+        try:
+            return jsonify({"ok": True, "store": store.backend, "version": store.version()})
+        except StoreError as exc:
+            return jsonify({"ok": False, "error": str(exc)}), 503
+
+    @server.post("/api/sql")
+    def sql() -> Any:
+        body = request.get_json(force=True, silent=True) or {}
+        text = body.get("sql")
+        if not isinstance(text, str) or not text.strip():
+            return jsonify({"error": "body must be {\"sql\": \"SELECT ...\"}"}), 400
+        settings: dict[str, int | str] = {
+            "readonly": 0 if body.get("write") else 1,
+            "max_execution_time": int(body.get("max_execution_time", 60)),
+            "max_result_rows": int(body.get("max_result_rows", 100000)),
+            "result_overflow_mode": "break",
+        }
+        try:
+            df = store.query(text, settings=settings)
+        except StoreError as exc:
+            return jsonify({"error": str(exc)}), 400
+        return jsonify(
+            {
+                "columns": [str(c) for c in df.columns],
+                "types": [str(t) for t in df.dtypes],
+                "rows": df.astype(object).where(df.notna(), None).values.tolist(),
+            }
+        )
+
+
+def run_hub(settings: Settings, *, sink: bool = True, dashboard: bool = True) -> int:
+    from werkzeug.serving import make_server
+
+    stop = threading.Event()
+    store = open_store(settings)
+    log.info("store: %r (ClickHouse %s)", store, store.version())
+    threads: list[threading.Thread] = []
+    server = None
+    if sink:
+        from streams.sink import Sink
+        from streams.topics import ensure_topics
+
+        ensure_topics(settings)
+        the_sink = Sink(settings, store)
+        t = threading.Thread(target=the_sink.run, args=(stop,), name="sink", daemon=True)
+        t.start()
+        threads.append(t)
+    if dashboard:
+        from dashboards.app import create_app
+
+        app = create_app(store, settings)
+        add_api(app.server, store)
+        server = make_server(
+            settings.dashboard_host, settings.dashboard_port, app.server, threaded=True
+        )
+        print(
+            f"dashboard: http://{settings.dashboard_host}:{settings.dashboard_port}/", flush=True
+        )
+    install_stop_handlers(stop, server.shutdown if server else None)
+    try:
+        if server is not None:
+            server.serve_forever()
+        else:
+            stop.wait()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        store.close()
+    return 0

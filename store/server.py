@@ -1,0 +1,106 @@
+"""ClickHouse server backend (native protocol, clickhouse-driver, numpy columns)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from clickhouse_driver import Client
+from clickhouse_driver import errors as ch_errors
+
+from store.base import StoreError, StoreUnavailable, n_rows
+
+
+class ServerStore:
+    backend = "clickhouse"
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        database: str,
+        user: str = "default",
+        password: str = "",
+        connect_timeout: float = 5.0,
+        send_receive_timeout: float = 300.0,
+    ) -> None:
+        self.database = database
+        self._kw: dict[str, Any] = dict(
+            host=host,
+            port=port,
+            user=user,
+            password=password,
+            connect_timeout=connect_timeout,
+            send_receive_timeout=send_receive_timeout,
+            settings={"use_numpy": True},
+        )
+        self._lock = threading.Lock()  # a clickhouse-driver Client is not thread-safe
+        self._client = Client(database="default", **self._kw)
+        self.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        self._client = Client(database=database, **self._kw)
+
+    def __repr__(self) -> str:
+        return f"ServerStore({self._kw['host']}:{self._kw['port']}/{self.database})"
+
+    def _run(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        with self._lock:
+            try:
+                return fn(*args, **kw)
+            except ch_errors.ServerException as exc:
+                raise StoreError(_first_line(exc.message)) from None
+            except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as exc:
+                self._client.disconnect()
+                raise StoreUnavailable(f"{self!r}: {exc}") from None
+
+    def command(self, sql: str) -> None:
+        self._run(self._client.execute, sql)
+
+    def query(self, sql: str, *, settings: dict[str, int | str] | None = None) -> pd.DataFrame:
+        data, types = self._run(
+            self._client.execute,
+            sql,
+            with_column_types=True,
+            columnar=True,
+            settings={"use_numpy": True, **(settings or {})},
+        )
+        names = [name for name, _ in types]
+        if not data:
+            return pd.DataFrame({n: [] for n in names})
+        return pd.DataFrame({n: np.asarray(col) for n, col in zip(names, data, strict=True)})
+
+    def insert(self, table: str, columns: dict[str, np.ndarray]) -> int:
+        n = n_rows(columns)
+        if n == 0:
+            return 0
+        cols = list(columns)
+        values = []
+        for c in cols:
+            arr = columns[c]
+            if arr.dtype.kind == "f" and np.isnan(arr).any():
+                # clickhouse-driver's numpy path has no NULL mask: send Nullable columns as
+                # objects with None
+                obj = arr.astype(object)
+                obj[np.isnan(arr)] = None
+                arr = obj
+            values.append(arr)
+        self._run(
+            self._client.execute,
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES",
+            values,
+            columnar=True,
+        )
+        return n
+
+    def version(self) -> str:
+        return str(self.query("SELECT version() AS v")["v"].iloc[0])
+
+    def close(self) -> None:
+        self._client.disconnect()
+
+
+def _first_line(message: str) -> str:
+    text = message.split("Stack trace:")[0].strip()
+    return text.rstrip(".")

@@ -1,0 +1,238 @@
+"""Kafka → ClickHouse sink: batched, columnar, at-least-once, de-duplicated by key.
+
+- Consumes the readings topics and ``city.indicators`` in its own consumer group.
+- Buffers rows per table and inserts them when ``sink_batch_rows`` rows are buffered or
+  ``sink_flush_s`` seconds have passed, as numpy columns.
+- Commits offsets only after every buffered row is stored. Tables are ReplacingMergeTree keyed by
+  (sensor_id, ts, seq) / (entity, name, ts), so a redelivered message never counts twice.
+- While ClickHouse is down it pauses consumption (memory stays bounded by one batch), retries
+  with exponential backoff, and resumes when the insert succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from kafka import KafkaConsumer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+from config.domains import DOMAIN_METRICS
+from config.settings import Settings
+from models.frame import FrameError, decode
+from store.base import Store, StoreError
+from streams.codecs import decode_indicators
+from streams.topics import READINGS
+
+log = logging.getLogger("citybrain.sink")
+
+
+@dataclass
+class SinkStats:
+    messages: int = 0
+    rows: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    flushes: int = 0
+    failures: int = 0
+    last_flush_at: float = 0.0
+    buffered_rows: int = 0
+
+
+class _Buffer:
+    def __init__(self) -> None:
+        self.parts: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
+        self.rows = 0
+        self.since: float | None = None
+
+    def add(self, table: str, cols: dict[str, np.ndarray], now: float) -> None:
+        self.parts[table].append(cols)
+        self.rows += len(next(iter(cols.values())))
+        if self.since is None:
+            self.since = now
+
+    def tables(self) -> dict[str, dict[str, np.ndarray]]:
+        out = {}
+        for table, parts in self.parts.items():
+            out[table] = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+        return out
+
+    def clear(self) -> None:
+        self.parts.clear()
+        self.rows = 0
+        self.since = None
+
+
+def frame_rows(raw: bytes, max_bytes: int) -> tuple[str, dict[str, np.ndarray]]:
+    """A readings frame as (table, columns) for its domain's wide table."""
+    f = decode(raw, max_bytes=max_bytes)
+    n = len(f)
+    cols: dict[str, np.ndarray] = {
+        "ts": np.floor(f.ts).astype("datetime64[s]"),
+        "sensor_id": f.sensor_id.astype(object),
+        "gateway": np.full(n, f.gateway, dtype=object),
+        "seq": f.seq.astype(np.uint64),
+    }
+    for m in DOMAIN_METRICS[f.domain]:
+        cols[m] = f.metrics[m] if m in f.metrics else np.full(n, np.nan)
+    return f"readings_{f.domain}", cols
+
+
+def indicator_rows(raw: bytes) -> tuple[str, dict[str, np.ndarray]]:
+    b = decode_indicators(raw)
+    return "indicators", {
+        "ts": np.floor(b.ts).astype("datetime64[s]"),
+        "entity_type": b.entity_type,
+        "entity_id": b.entity_id,
+        "name": b.name,
+        "value": b.value,
+        "window_s": np.full(len(b), b.window_s, dtype=np.uint32),
+    }
+
+
+class Sink:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_backoff_s: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.max_backoff_s = max_backoff_s
+        self.stats = SinkStats()
+        self.buffer = _Buffer()
+        self._readings_topics = {settings.topic(t) for t in READINGS}
+        self._indicators_topic = settings.topic("indicators")
+        self.consumer: KafkaConsumer | None = None
+
+    # -- consumer --------------------------------------------------------------------------------
+    def _consumer(self) -> KafkaConsumer:
+        s = self.settings
+        consumer = KafkaConsumer(
+            **s.kafka_common(),
+            ssl_context=s.ssl_context(),
+            group_id=s.sink_group_id,
+            client_id="citybrain-sink",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=2000,
+            # Tansu (embedded broker) takes ~2 session timeouts to form a group; 6 s keeps the
+            # first assignment to a few seconds and is fine for Apache Kafka too.
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+        )
+        sink = self
+
+        class _Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: object) -> None:
+                # flush what we have so the next owner starts after it; if the store is down,
+                # drop the buffer: the new owner gets those messages again (at-least-once)
+                if sink.buffer.rows:
+                    try:
+                        sink._flush()
+                    except StoreError as exc:
+                        log.warning("rebalance: could not flush (%s); dropping buffer", exc)
+                        sink.buffer.clear()
+
+            def on_partitions_assigned(self, assigned: object) -> None:
+                log.info("sink assigned %s", assigned)
+
+        consumer.subscribe([*sorted(self._readings_topics), self._indicators_topic], listener=_Listener())
+        return consumer
+
+    # -- loop --------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set; flush and commit on the way out."""
+        self.consumer = consumer = self._consumer()
+        backoff, retry_at, stalled = 0.5, 0.0, False
+        try:
+            while not stop.is_set():
+                if stalled:
+                    # paused: poll() returns no records but keeps the group membership alive
+                    consumer.poll(timeout_ms=100)
+                    if self.clock() < retry_at:
+                        continue
+                else:
+                    self._ingest(consumer.poll(timeout_ms=200))
+                    if not self._due():
+                        continue
+                try:
+                    self._flush()
+                except StoreError as exc:
+                    self.stats.failures += 1
+                    if not stalled:
+                        consumer.pause(*consumer.assignment())
+                        stalled = True
+                    log.warning("store insert failed (%s); consumption paused, retry in %.1fs",
+                                exc, backoff)
+                    retry_at = self.clock() + backoff
+                    backoff = min(backoff * 2, self.max_backoff_s)
+                    continue
+                if stalled:
+                    log.info("store is back; resuming consumption")
+                    consumer.resume(*consumer.paused())
+                    stalled = False
+                backoff = 0.5
+            if self.buffer.rows:
+                try:
+                    self._flush()
+                except StoreError as exc:
+                    log.warning("final flush failed (%s); messages will be redelivered", exc)
+        finally:
+            consumer.close(autocommit=False)
+
+    def _ingest(self, batch: dict) -> None:
+        now = self.clock()
+        for tp, records in batch.items():
+            for rec in records:
+                self.stats.messages += 1
+                try:
+                    if tp.topic in self._readings_topics:
+                        table, cols = frame_rows(rec.value, self.settings.max_frame_bytes)
+                    else:
+                        table, cols = indicator_rows(rec.value)
+                except FrameError as exc:
+                    # the worker dead-letters invalid frames with the reason; the sink only counts
+                    self.stats.skipped[exc.reason] += 1
+                    continue
+                self.buffer.add(table, cols, now)
+        self.stats.buffered_rows = self.buffer.rows
+
+    def _due(self) -> bool:
+        b = self.buffer
+        if not b.rows:
+            return False
+        return b.rows >= self.settings.sink_batch_rows or (
+            b.since is not None and self.clock() - b.since >= self.settings.sink_flush_s
+        )
+
+    def _flush(self) -> None:
+        if not self.buffer.rows:
+            return
+        tables = self.buffer.tables()
+        for table, cols in tables.items():
+            self.store.insert(table, cols)
+        # tables de-duplicate by key, so a partial failure above followed by a retry of the
+        # whole buffer stores each row once
+        for table, cols in tables.items():
+            self.stats.rows[table] += len(next(iter(cols.values())))
+        self.buffer.clear()
+        self.stats.buffered_rows = 0
+        self.stats.flushes += 1
+        self.stats.last_flush_at = self.clock()
+        if self.consumer is not None:
+            self.consumer.commit()
+
+
+def run_sink(settings: Settings, store: Store, stop: threading.Event) -> Sink:
+    sink = Sink(settings, store)
+    sink.run(stop)
+    return sink

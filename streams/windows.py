@@ -1,0 +1,150 @@
+"""Event-time hopping windows per gateway, closed on a watermark.
+
+A :class:`GatewayWindows` keeps, for one gateway's sensors, per-step buckets of sums and counts.
+When the gateway's watermark (its newest event time minus the allowed lateness) passes the end
+``E`` of a step, it emits for every sensor with data in ``[E - window, E)`` the mean of each
+metric over that window. Readings older than the last closed step are *late*: they are not
+counted and are handed back to the caller (who dead-letters them). A reading seen twice (same
+sensor and ``seq``) counts once, so a redelivered frame changes nothing.
+
+State is plain data (:meth:`snapshot` / :meth:`restore`) so that a Faust table can hold it.
+
+>>> w = GatewayWindows(n_sensors=1, n_metrics=1, window_s=120, step_s=60, lateness_s=0)
+>>> _ = w.add(np.array([0]), np.array([0.0, 30.0][:1]), np.array([1]), np.array([[2.0]]))
+>>> _ = w.add(np.array([0]), np.array([61.0]), np.array([2]), np.array([[4.0]]))
+>>> ends, idx, means = w.emit()
+>>> ends.tolist(), means.ravel().tolist()
+([60.0], [2.0])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_SEQ_BITS = 40
+
+
+class GatewayWindows:
+    def __init__(
+        self, *, n_sensors: int, n_metrics: int, window_s: int, step_s: int, lateness_s: int
+    ) -> None:
+        if window_s <= 0 or step_s <= 0 or window_s % step_s:
+            raise ValueError(
+                f"window_s must be a positive multiple of step_s, got {window_s!r}/{step_s!r}"
+            )
+        if lateness_s < 0:
+            raise ValueError(f"lateness_s must be >= 0, got {lateness_s!r}")
+        self.n_sensors, self.n_metrics = n_sensors, n_metrics
+        self.window_s, self.step_s, self.lateness_s = window_s, step_s, lateness_s
+        # bucket start -> (sum[n_sensors, n_metrics], count[n_sensors], keys seen)
+        self.buckets: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.closed_until: int | None = None  # end of the last emitted step
+        self.max_ts: float = -np.inf
+
+    # -- ingest ----------------------------------------------------------------------------------
+    def add(
+        self, idx: np.ndarray, ts: np.ndarray, seq: np.ndarray, values: np.ndarray
+    ) -> np.ndarray:
+        """Count readings; returns the boolean mask of *late* readings (not counted)."""
+        step = self.step_s
+        if self.closed_until is None and len(ts):
+            self.closed_until = int(np.floor(ts.min() / step) * step)
+        late = ts < (self.closed_until if self.closed_until is not None else -np.inf)
+        ok = ~late
+        if ok.any():
+            idx_ok, ts_ok, vals_ok = idx[ok], ts[ok], values[ok]
+            keys = (idx_ok.astype(np.int64) << _SEQ_BITS) | seq[ok].astype(np.int64)
+            # drop readings already counted (redelivery) and duplicates inside this batch
+            _, first = np.unique(keys, return_index=True)
+            fresh = np.zeros(len(keys), dtype=bool)
+            fresh[first] = True
+            if self.buckets:
+                seen = np.concatenate([b[2] for b in self.buckets.values()])
+                fresh &= ~np.isin(keys, seen)
+            idx_ok, ts_ok, vals_ok, keys = idx_ok[fresh], ts_ok[fresh], vals_ok[fresh], keys[fresh]
+            starts = (np.floor(ts_ok / step) * step).astype(np.int64)
+            for b in np.unique(starts):
+                sel = starts == b
+                bucket = self.buckets.get(int(b))
+                if bucket is None:
+                    bucket = (
+                        np.zeros((self.n_sensors, self.n_metrics)),
+                        np.zeros(self.n_sensors, dtype=np.int64),
+                        np.empty(0, dtype=np.int64),
+                    )
+                s, c, k = bucket
+                np.add.at(s, idx_ok[sel], vals_ok[sel])
+                np.add.at(c, idx_ok[sel], 1)
+                self.buckets[int(b)] = (s, c, np.concatenate([k, keys[sel]]))
+            if len(ts_ok):
+                self.max_ts = max(self.max_ts, float(ts_ok.max()))
+        return late
+
+    # -- emit ------------------------------------------------------------------------------------
+    def emit(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Close every step whose end is at or before the watermark.
+
+        Returns ``(window_end, sensor_index, means[k, n_metrics])`` for the closed windows.
+        """
+        empty = (np.empty(0), np.empty(0, dtype=np.int64), np.empty((0, self.n_metrics)))
+        if self.closed_until is None or not self.buckets:
+            return empty
+        step, window = self.step_s, self.window_s
+        watermark = self.max_ts - self.lateness_s
+        last_end = int(np.floor(watermark / step) * step)
+        if last_end <= self.closed_until:
+            return empty
+        # window ends that have data: a bucket starting at b feeds ends b+step .. b+window
+        ends = sorted(
+            {
+                b + k * step
+                for b in self.buckets
+                for k in range(1, window // step + 1)
+                if self.closed_until < b + k * step <= last_end
+            }
+        )
+        out_end, out_idx, out_mean = [], [], []
+        for end in ends:
+            total = np.zeros((self.n_sensors, self.n_metrics))
+            count = np.zeros(self.n_sensors, dtype=np.int64)
+            for b, (s, c, _) in self.buckets.items():
+                if end - window <= b < end:
+                    total += s
+                    count += c
+            has = np.nonzero(count)[0]
+            if len(has):
+                out_end.append(np.full(len(has), float(end)))
+                out_idx.append(has)
+                out_mean.append(total[has] / count[has, None])
+        self.closed_until = last_end
+        # keep the buckets that later windows still need
+        for b in [b for b in self.buckets if b < last_end - window + step]:
+            del self.buckets[b]
+        if not out_end:
+            return empty
+        return np.concatenate(out_end), np.concatenate(out_idx), np.concatenate(out_mean)
+
+    # -- state -----------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "closed_until": self.closed_until,
+            "max_ts": None if not np.isfinite(self.max_ts) else self.max_ts,
+            "buckets": {
+                str(b): {"sum": s.tolist(), "count": c.tolist(), "keys": k.tolist()}
+                for b, (s, c, k) in self.buckets.items()
+            },
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.closed_until = snap["closed_until"]
+        self.max_ts = -np.inf if snap["max_ts"] is None else float(snap["max_ts"])
+        self.buckets = {
+            int(b): (
+                np.asarray(v["sum"], dtype=np.float64).reshape(self.n_sensors, self.n_metrics),
+                np.asarray(v["count"], dtype=np.int64),
+                np.asarray(v["keys"], dtype=np.int64),
+            )
+            for b, v in snap["buckets"].items()
+        }
