@@ -57,6 +57,7 @@ FLAG_NAMES: dict[int, str] = {
 VALUE_FAULTS = OUT_OF_RANGE | STUCK | SPIKE | DRIFT | DROPOUT
 N_BITS = 8
 SEQ_RING = 8
+SPIKE_WARMUP = 10
 
 
 def flag_names(flags: int) -> list[str]:
@@ -67,7 +68,7 @@ class SensorHealth(PerSensorState):
     """Per-sensor fault checks on readings of one kind; see the module docstring."""
 
     _state_arrays: ClassVar[tuple[str, ...]] = (
-        "last_x", "last_ts", "max_ts", "run", "step", "jump", "seqs", "seq_n", "flag_ts",
+        "last_x", "last_ts", "max_ts", "run", "step", "nstep", "jump", "seqs", "seq_n", "flag_ts",
     )
 
     def __init__(
@@ -102,6 +103,7 @@ class SensorHealth(PerSensorState):
         self.max_ts = np.full(n, np.nan)
         self.run = np.zeros(n, dtype=np.int64)
         self.step = np.zeros((n, m))  # typical |step| between readings
+        self.nstep = np.zeros(n, dtype=np.int64)  # steps learned (spike check after SPIKE_WARMUP)
         self.jump = np.zeros((n, m))  # the last reading's jump when it was spike-sized, else 0
         self.seqs = np.full((n, SEQ_RING), -1, dtype=np.int64)
         self.seq_n = np.zeros(n, dtype=np.int64)
@@ -165,7 +167,7 @@ class SensorHealth(PerSensorState):
         d = x - prev
         typical = self.step[s]
         big = np.abs(d) > self.spike_k * (typical + 1e-9) + 1e-9
-        warm = typical > 0
+        warm = (typical > 0) & (self.nstep[s] >= SPIKE_WARMUP)[:, None]
         prev_jump = self.jump[s]
         reverts = big & warm & (prev_jump != 0) & (np.sign(d) == -np.sign(prev_jump)) & (
             np.abs(d) > 0.5 * np.abs(prev_jump)
@@ -178,6 +180,7 @@ class SensorHealth(PerSensorState):
         upd = np.where(big & warm, typical, typical + a * (np.nan_to_num(np.abs(d)) - typical))
         upd = np.where(typical == 0, np.nan_to_num(np.abs(d)), upd)
         self.step[s] = np.where(ok[:, None], upd, typical)
+        self.nstep[s] += ok
         self.jump[s] = np.where(ok[:, None], new_jump, self.jump[s])
         self.run[s] = np.where(fresh, run, self.run[s])
         self.last_x[s] = np.where(fresh[:, None], x, prev)

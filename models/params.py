@@ -214,6 +214,7 @@ def parse_params(doc: Any, *, source: str = "<memory>") -> ModelParams:
 
 
 def _coerce(path: str, default: Any, v: Any, fail: Any) -> Any:
+    given = v
     if isinstance(default, bool):
         if not isinstance(v, bool):
             raise fail(path, v, "expected true or false")
@@ -230,7 +231,7 @@ def _coerce(path: str, default: Any, v: Any, fail: Any) -> Any:
     if path in _RANGES:
         lo, hi, lo_open = _RANGES[path]
         if not ((v > lo if lo_open else v >= lo) and v <= hi):
-            raise fail(path, v, f"must be in {'(' if lo_open else '['}{lo:g}, {hi:g}]")
+            raise fail(path, given, f"must be in {'(' if lo_open else '['}{lo:g}, {hi:g}]")
     return v
 
 

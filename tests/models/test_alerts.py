@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from models.alerts import AlertManager, Signal
+from models.base import ModelsError
+
+K = ("D1", "traffic")
+
+
+def mgr(**kw: float) -> AlertManager:
+    args = dict(open_after_s=60.0, resolve_after_s=300.0, escalate_after_s=900.0, close_ratio=0.7)
+    args.update(kw)
+    return AlertManager(thresholds={"traffic": 0.9}, **args)  # type: ignore[arg-type]
+
+
+def hot(x: float = 0.92, *ids: str) -> dict[tuple[str, str], Signal]:
+    return {K: Signal(x, max(1, len(ids)), ids or ("S1",))}
+
+
+def kinds(events: list[dict]) -> list[str]:
+    return [e["event"] for e in events]
+
+
+def test_open_needs_persistence() -> None:
+    am = mgr()
+    assert am.update(0, hot()) == []
+    assert am.update(30, {}) == []  # dropped below: pending cleared
+    assert am.update(40, hot()) == []
+    assert am.update(90, hot()) == []
+    ev = am.update(100, hot())
+    assert kinds(ev) == ["opened"]
+    assert ev[0]["district"] == "D1" and ev[0]["type"] == "traffic" and ev[0]["severity"] == 1
+
+
+def test_dedup_correlates_sensors_and_raises_severity() -> None:
+    am = mgr(open_after_s=0)
+    assert kinds(am.update(0, hot(0.92, "S1"))) == ["opened"]
+    ev = am.update(10, hot(0.92, "S2"))
+    assert kinds(ev) == ["updated"] and ev[0]["sensors"] == ["S1", "S2"]
+    assert len(am.active) == 1
+    ev = am.update(20, hot(0.995, "S2"))
+    assert ev[0]["severity"] == 3
+
+
+def test_acknowledge_then_resolve_with_hysteresis() -> None:
+    am = mgr(open_after_s=0)
+    aid = am.update(0, hot())[0]["alert_id"]
+    ack = am.acknowledge(aid, 5, by="ops")
+    assert ack["event"] == "acknowledged" and ack["state"] == "acknowledged"
+    with pytest.raises(ModelsError):
+        am.acknowledge(aid, 6)
+    # between close level (0.63) and threshold: neither resolves nor re-opens
+    assert am.update(10, hot(0.8)) == []
+    assert am.update(400, hot(0.8)) == []
+    assert am.update(410, hot(0.5)) == []  # below close level: timer starts
+    assert am.update(600, hot(0.7)) == []  # back above close level: timer reset
+    assert am.update(610, hot(0.5)) == []
+    ev = am.update(910, hot(0.5))
+    assert kinds(ev) == ["resolved"] and not am.active
+    # a new episode opens a new alert with a new id
+    ev = am.update(1000, hot())
+    assert kinds(ev) == ["opened"] and ev[0]["alert_id"] != aid
+
+
+def test_escalation_when_unacknowledged() -> None:
+    am = mgr(open_after_s=0, escalate_after_s=100)
+    am.update(0, hot(0.91))
+    ev = am.update(100, hot(0.91))
+    assert kinds(ev) == ["escalated"] and ev[0]["severity"] == 2
+    assert kinds(am.update(200, hot(0.91))) == ["escalated"]
+    assert am.update(250, hot(0.91)) == []
+    aid = next(iter(am.active.values())).id
+    am.acknowledge(aid, 260)
+    assert am.update(400, hot(0.91)) == []  # acknowledged alerts do not escalate
+
+
+def test_min_sensors_and_snapshot() -> None:
+    am = mgr(open_after_s=0, min_sensors=2)
+    assert am.update(0, hot(0.99, "S1")) == []
+    assert kinds(am.update(1, hot(0.99, "S1", "S2"))) == ["opened"]
+    snap = orjson.loads(orjson.dumps(am.snapshot()))
+    other = mgr(open_after_s=0, min_sensors=2)
+    other.restore(snap)
+    assert other.active.keys() == am.active.keys()
+    assert kinds(other.update(2000, {})) == kinds(am.update(2000, {}))

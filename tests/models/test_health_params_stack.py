@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from models.base import Batch
+from models.health import DROPOUT, DUPLICATE, OUT_OF_ORDER, OUT_OF_RANGE, SPIKE, STUCK, SensorHealth
+from models.params import ParamsError, load_params, parse_params
+from models.stack import CityModels
+from models.synthetic import loop_stream, loop_table
+
+M = ("flow_vph", "speed_kmh", "occupancy_pct")
+
+
+def test_health_flags() -> None:
+    h = SensorHealth(["A", "B"], metrics=M, stuck_readings=4, spike_k=8.0, interval_s=30.0)
+    rng = np.random.default_rng(0)
+    t = np.arange(60) * 30.0
+    x = np.column_stack([1000 + 20 * rng.standard_normal(60), 50 + rng.standard_normal(60),
+                         10 + 0.3 * rng.standard_normal(60)])
+    x[30] = [1000, 200, 10]  # spike on speed that reverts at 31
+    x[40:46] = x[39]  # stuck
+    x[50, 2] = 120.0  # occupancy > 100 %
+    f = h.update(Batch.of(np.zeros(60), t, x, seq=np.arange(60)))
+    assert f[31] & SPIKE and not (f[:30] & SPIKE).any()
+    assert (f[42:46] & STUCK).all() and not (f[:40] & STUCK).any()
+    assert f[50] & OUT_OF_RANGE
+    # duplicate (same seq) and out of order (older ts)
+    f = h.update(Batch.of([0, 0], [59 * 30.0, 10.0], x[:2], seq=[59, 70]))
+    assert f[0] & DUPLICATE and f[1] & OUT_OF_ORDER
+    # dropout: B never reported -> not flagged; A silent for long -> flagged
+    assert h.dropouts(59 * 30.0 + 1000).tolist() == [True, False]
+    assert h.quality(59 * 30.0 + 1000)[0] & DROPOUT
+
+
+def test_params_errors_name_file_key_value(tmp_path: Path) -> None:
+    p = load_params()
+    assert p.aqi.standard in ("china", "us") and 0 < p.threshold("traffic") <= 1
+    bad = tmp_path / "models.yaml"
+    bad.write_text("thresholds:\n  traffic: 1.5\n")
+    with pytest.raises(ParamsError, match=r"models.yaml: thresholds.traffic=1.5: must be in \[0, 1\]"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match=r"x.yaml: seasonal.learning_rate=0: must be in \(0, 1\]"):
+        parse_params({"seasonal": {"learning_rate": 0}}, source="x.yaml")
+    with pytest.raises(ParamsError, match=r"aqi.standard='eu'"):
+        parse_params({"aqi": {"standard": "eu"}})
+    with pytest.raises(ParamsError, match=r"seasonal.bogus=1: unknown key"):
+        parse_params({"seasonal": {"bogus": 1}})
+    with pytest.raises(ParamsError, match=r"risk.cutoffs.yellow=10.0"):
+        parse_params({"risk": {"cutoffs": {"yellow": 10}}})
+
+
+def _run(city: CityModels, steps: list) -> list[np.ndarray]:
+    out = []
+    for step in steps:
+        for f in step:
+            out.append(city.update_frame(f).score)
+        city.tick()
+    return out
+
+
+def test_stack_gateway_snapshots_round_trip() -> None:
+    table = loop_table(50, per_gateway=10)
+    params = load_params()
+    steps = list(loop_stream(table, start=86400.0 * 3, duration_s=3600.0, seed=2))
+    k = len(steps) // 2
+    whole = _run(CityModels(table, params, seed=1, multivariate=False), steps)
+    a = CityModels(table, params, seed=1, multivariate=False)
+    _run(a, steps[:k])
+    snaps = {g: orjson.dumps(a.snapshot(table.gateway_sensors(g))) for g in sorted(set(table.gateway))}
+    b = CityModels(table, params, seed=1, multivariate=False)
+    for raw in snaps.values():
+        b.restore(orjson.loads(raw))
+    b.watermark = a.watermark
+    rest = _run(b, steps[k:])
+    n_first = sum(len(s) for s in steps[:k])
+    for x, y in zip(whole[n_first:], rest, strict=True):
+        assert np.array_equal(x, y, equal_nan=True)
+
+
+def test_stack_tick_outputs() -> None:
+    table = loop_table(30)
+    city = CityModels(table, load_params(), multivariate=False)
+    for step in loop_stream(table, start=86400.0 * 3, duration_s=1800.0, seed=0):
+        for f in step:
+            city.update_frame(f)
+    t = city.tick()
+    assert t.risk.risk.shape == (3,) and ((t.risk.risk >= 0) & (t.risk.risk <= 100)).all()
+    assert set(t.risk.colour.tolist()) <= {"none", "blue", "yellow", "orange", "red"}
+    assert np.isfinite(t.indicators["congestion_city"])
+    rec = t.risk.to_records(t.ts)
+    assert orjson.loads(orjson.dumps(rec))[0]["district"] == "D01"
