@@ -28,7 +28,9 @@ def _data(n: int, ticks: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
     level = rng.uniform(0.6, 1.0, n)
     t0 = 86400.0 * 4 + 6 * 3600.0
     ts = np.repeat(t0 + INTERVAL_S * np.arange(ticks), n)
-    vals = np.vstack([loop_readings(n, float(t), rng, level) for t in t0 + INTERVAL_S * np.arange(ticks)])
+    vals = np.vstack(
+        [loop_readings(n, float(t), rng, level) for t in t0 + INTERVAL_S * np.arange(ticks)]
+    )
     sensor = np.tile(np.arange(n, dtype=np.int64), ticks)
     return sensor, ts, vals
 

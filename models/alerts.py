@@ -77,7 +77,9 @@ class AlertManager:
         escalate_after_s: float = 900.0,
         min_sensors: int = 1,
     ) -> None:
-        self.thresholds = {k: check_range(f"thresholds[{k}]", v, 0, 1) for k, v in thresholds.items()}
+        self.thresholds = {
+            k: check_range(f"thresholds[{k}]", v, 0, 1) for k, v in thresholds.items()
+        }
         self.default_threshold = check_range("default_threshold", default_threshold, 0, 1)
         self.close_ratio = check_range("close_ratio", close_ratio, 0, 1, lo_open=True)
         self.open_after_s = check_range("open_after_s", open_after_s, 0, float("inf"))
@@ -149,11 +151,17 @@ class AlertManager:
             changed = False
             if sig.strength > a.peak:
                 a.peak = sig.strength
-            new_sensors = sorted(set(a.sensors) | set(sig.sensors))[:MAX_SENSORS] if above else a.sensors
+            new_sensors = (
+                sorted(set(a.sensors) | set(sig.sensors))[:MAX_SENSORS] if above else a.sensors
+            )
             if new_sensors != a.sensors:
                 a.sensors = new_sensors
                 changed = True
-            sev = max(a.severity, self._severity(typ, sig.strength, sig.n_sensors)) if above else a.severity
+            sev = (
+                max(a.severity, self._severity(typ, sig.strength, sig.n_sensors))
+                if above
+                else a.severity
+            )
             if sev != a.severity:
                 a.severity = sev
                 changed = True

@@ -106,8 +106,9 @@ class Detector(Protocol):
     def restore(self, snap: dict[str, Any]) -> None: ...
 
 
-def check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False,
-                hi_open: bool = False) -> float:
+def check_range(
+    name: str, value: float, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
+) -> float:
     """Validate a hyperparameter; the message names it and the value."""
     ok_lo = value > lo if lo_open else value >= lo
     ok_hi = value < hi if hi_open else value <= hi
@@ -225,4 +226,3 @@ class PerSensorState:
                 raise ModelsError(f"{name}: snapshot state {key!r} has shape {vals.shape}")
             arr[idx] = vals
         self._restore_shared(snap.get("shared") or {})
-

@@ -53,12 +53,18 @@ SYSTEMS = ("citybrain", "threshold", "zscore")
 
 
 class LabelLike(Protocol):
-    id: str
-    type: str
-    start: float
-    end: float
-    sensors: Sequence[str]
-    district: str
+    @property
+    def id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
+    @property
+    def sensors(self) -> Sequence[str]: ...
+    @property
+    def district(self) -> str: ...
 
 
 @dataclass
@@ -116,8 +122,12 @@ def run_stream(
                     if name == "threshold"
                     else RollingZScore(ids, n_metrics=len(metrics), span=60)
                 )
-            base[name] = _Baseline(dets, np.full(n, np.nan), np.full(n, np.nan), _alert_manager(params))
-    alerts: dict[str, list[dict[str, Any]]] = {s: [] for s in SYSTEMS if s == "citybrain" or baselines}
+            base[name] = _Baseline(
+                dets, np.full(n, np.nan), np.full(n, np.nan), _alert_manager(params)
+            )
+    alerts: dict[str, list[dict[str, Any]]] = {
+        s: [] for s in SYSTEMS if s == "citybrain" or baselines
+    }
     detections: list[tuple[str, int, float]] = []  # (flag name, global sensor, ts)
     t_first = np.inf
     t_last = -np.inf
@@ -174,7 +184,9 @@ def run_stream(
             for i in drop.tolist():
                 detections.append(("dropout", int(i), float(next_tick)))
             for name, b in base.items():
-                alerts[name].extend(b.alerts.update(next_tick, _signals(city, b, next_tick, params)))
+                alerts[name].extend(
+                    b.alerts.update(next_tick, _signals(city, b, next_tick, params))
+                )
             next_tick += tick_s
         if progress is not None:
             progress(t_last)
@@ -187,7 +199,9 @@ def run_stream(
     }
 
 
-def _signals(city: CityModels, b: _Baseline, now: float, params: ModelParams) -> dict[tuple[str, str], Signal]:
+def _signals(
+    city: CityModels, b: _Baseline, now: float, params: ModelParams
+) -> dict[tuple[str, str], Signal]:
     tb = city.table
     fresh = (now - b.score_ts <= params.risk.stale_s) & ~np.isnan(b.score)
     out: dict[tuple[str, str], Signal] = {}
@@ -287,7 +301,12 @@ def score_faults(
     episodes: list[tuple[str, str, float, float]] = []
     for name, s, t in det:
         sid = str(table.ids[s])
-        if episodes and episodes[-1][0] == name and episodes[-1][1] == sid and t - episodes[-1][3] <= episode_gap_s:
+        if (
+            episodes
+            and episodes[-1][0] == name
+            and episodes[-1][1] == sid
+            and t - episodes[-1][3] <= episode_gap_s
+        ):
             e = episodes[-1]
             episodes[-1] = (name, sid, e[2], t)
         else:
@@ -298,7 +317,7 @@ def score_faults(
         eps = [e for e in episodes if e[0] == typ]
         first: dict[str, float] = {}
         tp_eps = 0
-        for name, sid, a, b in eps:
+        for _name, sid, a, b in eps:
             hit = False
             for lab in labs:
                 if sid in lab.sensors and a <= lab.end + slack_s and b >= lab.start - slack_s:
@@ -338,8 +357,14 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run and score; returns a JSON-ready report (see the module docstring)."""
     run = run_stream(
-        stream, table, params, seed=seed, tick_s=tick_s, baselines=baselines,
-        multivariate=multivariate, progress=progress,
+        stream,
+        table,
+        params,
+        seed=seed,
+        tick_s=tick_s,
+        baselines=baselines,
+        multivariate=multivariate,
+        progress=progress,
     )
     duration = max(0.0, run["end"] - run["start"]) if run["readings"] else 0.0
     report: dict[str, Any] = {
@@ -352,7 +377,10 @@ def evaluate(
         opened = [e for e in events if e["event"] == "opened"]
         sysrep = {
             "incidents": score_alerts(
-                opened, labels, n_districts=len(table.districts), duration_s=duration,
+                opened,
+                labels,
+                n_districts=len(table.districts),
+                duration_s=duration,
                 slack_s=slack_s,
             )
         }

@@ -86,7 +86,9 @@ def _num_array(values: Any, name: str, dtype: type) -> np.ndarray:
     try:
         arr = np.asarray(values, dtype=dtype)
     except (TypeError, ValueError):
-        bad = next((x for x in values if isinstance(x, bool) or not isinstance(x, (int, float))), None)
+        bad = next(
+            (x for x in values if isinstance(x, bool) or not isinstance(x, (int, float))), None
+        )
         raise FrameError("wrong_type", f"{name} holds a non-number: {bad!r}") from None
     if arr.ndim != 1:
         raise FrameError("wrong_type", f"{name} must be a flat list")

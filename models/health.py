@@ -68,7 +68,16 @@ class SensorHealth(PerSensorState):
     """Per-sensor fault checks on readings of one kind; see the module docstring."""
 
     _state_arrays: ClassVar[tuple[str, ...]] = (
-        "last_x", "last_ts", "max_ts", "run", "step", "nstep", "jump", "seqs", "seq_n", "flag_ts",
+        "last_x",
+        "last_ts",
+        "max_ts",
+        "run",
+        "step",
+        "nstep",
+        "jump",
+        "seqs",
+        "seq_n",
+        "flag_ts",
     )
 
     def __init__(
@@ -169,8 +178,12 @@ class SensorHealth(PerSensorState):
         big = np.abs(d) > self.spike_k * (typical + 1e-9) + 1e-9
         warm = (typical > 0) & (self.nstep[s] >= SPIKE_WARMUP)[:, None]
         prev_jump = self.jump[s]
-        reverts = big & warm & (prev_jump != 0) & (np.sign(d) == -np.sign(prev_jump)) & (
-            np.abs(d) > 0.5 * np.abs(prev_jump)
+        reverts = (
+            big
+            & warm
+            & (prev_jump != 0)
+            & (np.sign(d) == -np.sign(prev_jump))
+            & (np.abs(d) > 0.5 * np.abs(prev_jump))
         )
         out[fresh & reverts.any(axis=1)] |= SPIKE
         new_jump = np.where(big & warm & ~reverts, d, 0.0)

@@ -41,7 +41,9 @@ class RiskResult:
                 "risk": float(self.risk[i]),
                 "colour": str(self.colour[i]),
                 "contributions": {k: float(v[i]) for k, v in self.contributions.items()},
-                "top_sensors": {k: [[s, sc] for s, sc in v] for k, v in self.top_sensors[i].items()},
+                "top_sensors": {
+                    k: [[s, sc] for s, sc in v] for k, v in self.top_sensors[i].items()
+                },
             }
             for i, d in enumerate(self.districts)
         ]
@@ -75,7 +77,9 @@ class DistrictRisk(PerSensorState):
         n = len(self.ids)
         self.score = np.full(n, np.nan)
         self.score_ts = np.full(n, np.nan)
-        dom = np.array([{"traffic": 0, "environment": 1, "utility": 2}[_dom(k)] for k in table.kind.tolist()])
+        dom = np.array(
+            [{"traffic": 0, "environment": 1, "utility": 2}[_dom(k)] for k in table.kind.tolist()]
+        )
         self._domain = dom.astype(np.int64)
 
     def params(self) -> dict[str, Any]:

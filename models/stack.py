@@ -163,13 +163,22 @@ class KindModels:
         self.global_index = g
         self.latest_mean = np.full((g.shape[0], m), np.nan)
 
-    def update(self, sensor_local: np.ndarray, ts: np.ndarray, values: np.ndarray,
-               seq: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    def update(
+        self,
+        sensor_local: np.ndarray,
+        ts: np.ndarray,
+        values: np.ndarray,
+        seq: np.ndarray | None = None,
+    ) -> tuple[Any, ...]:
         batch = Batch(sensor_local, ts, values, seq)
         seas = self.seasonal.update(batch)
         spat = self.spatial.update(batch)
         late = self.spatial.last_late
-        mv = self.isolation.update(batch).score if self.isolation is not None else np.full(len(batch), np.nan)
+        mv = (
+            self.isolation.update(batch).score
+            if self.isolation is not None
+            else np.full(len(batch), np.nan)
+        )
         flags = self.health.update(batch, drift=self.spatial.drift)
         flags[late] |= LATE
         rows = self.spatial.last_rows
@@ -210,7 +219,8 @@ class CityModels:
         self.table = table
         self.params = params
         self.kinds = {
-            k: KindModels(table, k, params, seed=seed, multivariate=multivariate) for k in table.kinds
+            k: KindModels(table, k, params, seed=seed, multivariate=multivariate)
+            for k in table.kinds
         }
         self.risk = DistrictRisk(
             table,
@@ -342,7 +352,11 @@ class CityModels:
                 out["congestion_city"] = float(congestion_index(speed, vf, length, flow)[0])
         if "air" in self.kinds:
             km = self.kinds["air"]
-            hour_mean = np.nanmean(km.spatial.windows.hist, axis=1) if km.spatial.windows.hist.size else None
+            hour_mean = (
+                np.nanmean(km.spatial.windows.hist, axis=1)
+                if km.spatial.windows.hist.size
+                else None
+            )
             if hour_mean is not None:
                 conc = {p: hour_mean[:, i] for i, p in enumerate(km.metrics)}
                 res = aqi_of(conc, standard=self.params.aqi.standard)

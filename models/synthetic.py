@@ -28,12 +28,19 @@ class SynthLabel:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def loop_table(n_sensors: int, *, n_districts: int = 3, per_gateway: int = 25,
-               interval_s: float = 30.0) -> SensorTable:
+def loop_table(
+    n_sensors: int, *, n_districts: int = 3, per_gateway: int = 25, interval_s: float = 30.0
+) -> SensorTable:
     ids = [f"TR-S{i:06d}" for i in range(n_sensors)]
     districts = [f"D{1 + (i * n_districts) // n_sensors:02d}" for i in range(n_sensors)]
-    t = SensorTable.of(ids, "loop", district=districts, interval_s=interval_s,
-                       x=[i * 0.1 for i in range(n_sensors)], y=[0.0] * n_sensors)
+    t = SensorTable.of(
+        ids,
+        "loop",
+        district=districts,
+        interval_s=interval_s,
+        x=[i * 0.1 for i in range(n_sensors)],
+        y=[0.0] * n_sensors,
+    )
     gw = np.array([f"TR-G{i // per_gateway:04d}" for i in range(n_sensors)], dtype=object)
     object.__setattr__(t, "gateway", gw)
     object.__setattr__(t, "free_speed_kmh", np.full(n_sensors, 60.0))
@@ -55,7 +62,9 @@ def loop_readings(
     p = daily_profile(np.array([ts]))[0]
     flow = 3000.0 * p * level * (1 + 0.05 * rng.standard_normal(n_sensors))
     speed = 60.0 * (1 - 0.5 * (p * level) ** 3) * (1 + 0.03 * rng.standard_normal(n_sensors))
-    occ = np.clip(flow / np.maximum(speed, 1.0) / 2.0, 0, 100) * (1 + 0.03 * rng.standard_normal(n_sensors))
+    occ = np.clip(flow / np.maximum(speed, 1.0) / 2.0, 0, 100) * (
+        1 + 0.03 * rng.standard_normal(n_sensors)
+    )
     return np.column_stack([flow, speed, occ])
 
 

@@ -45,10 +45,17 @@ def run(args: argparse.Namespace) -> int:
     known = list(list_scenarios())
     names = [getattr(s, "name", s) for s in known]
     if args.scenario not in names:
-        raise CitybrainError(f"unknown scenario {args.scenario!r} (known: {', '.join(map(str, names))})")
+        raise CitybrainError(
+            f"unknown scenario {args.scenario!r} (known: {', '.join(map(str, names))})"
+        )
     city = load_city(args.city)
     scenario = load_scenario(args.scenario)
     params = load_params(args.params)
+    offset = getattr(city, "utc_offset_s", None)
+    if offset is not None:  # profiles follow the city's local clock
+        from dataclasses import replace
+
+        params = replace(params, time=replace(params.time, utc_offset_h=float(offset) / 3600.0))
     sim = Simulator(city, scenario, seed=args.seed)
     table = SensorTable.from_city(city)
 

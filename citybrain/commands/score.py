@@ -13,7 +13,7 @@ import argparse
 import csv
 import math
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from citybrain.errors import CitybrainError
@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", type=Path, help="input CSV with a header row")
     p.add_argument("-o", "--output", type=Path, required=True, help="output CSV ('-' = stdout)")
-    p.add_argument("--timestamp-col", default="timestamp", help="timestamp column (default: timestamp)")
+    p.add_argument(
+        "--timestamp-col", default="timestamp", help="timestamp column (default: timestamp)"
+    )
     p.add_argument("--value-col", default="value", help="value column (default: value)")
     p.add_argument(
         "--domain",
@@ -39,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["traffic", "environment", "utility"],
         help="domain whose threshold is reported (config/models.yaml thresholds)",
     )
-    p.add_argument("--params", type=Path, default=None, help="model parameters (default: config/models.yaml)")
+    p.add_argument(
+        "--params", type=Path, default=None, help="model parameters (default: config/models.yaml)"
+    )
     p.set_defaults(func=run)
 
 
@@ -52,11 +56,11 @@ def _parse_ts(raw: str, line: int, path: Path) -> float:
     try:
         dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
-        raise CitybrainError(f"{path}: line {line}: timestamp {raw!r} is neither epoch seconds nor ISO 8601") from None
+        raise CitybrainError(
+            f"{path}: line {line}: timestamp {raw!r} is neither epoch seconds nor ISO 8601"
+        ) from None
     if dt.tzinfo is None:
-        from datetime import timezone
-
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
@@ -126,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
         w = csv.writer(out)
         w.writerow(["timestamp", "value", "anomaly_score"])
         for i in order.tolist():
-            sc = "" if math.isnan(v[i]) else repr(0.0 if math.isnan(scores[i]) else float(scores[i]))
+            sc = (
+                "" if math.isnan(v[i]) else repr(0.0 if math.isnan(scores[i]) else float(scores[i]))
+            )
             w.writerow([raw_ts[i].strip(), raw_vals[i].strip(), sc])
     finally:
         if out is not sys.stdout:

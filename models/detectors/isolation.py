@@ -68,7 +68,11 @@ class IsolationDetector(PerSensorState):
         self._init_ids(ids)
         n, m = len(self.ids), self.n_metrics
         self.windows = WindowAggregator(
-            self.ids, n_metrics=m, window_s=window_s, lateness_s=lateness_s, history=1,
+            self.ids,
+            n_metrics=m,
+            window_s=window_s,
+            lateness_s=lateness_s,
+            history=1,
             minmax=False,
         )
         self.fmean = np.full((n, 2 * m), np.nan)
@@ -192,10 +196,9 @@ class IsolationDetector(PerSensorState):
             self._buf[pos] = keep
             self._buf_n += k
         t = float(rows.start.max()) + self.windows.window_s
-        if self._forest is None and self._buf_n >= self.fit_after:
-            self._fit(self._buffer_rows())
-            self._next_refit = t + self.refit_every_s
-        elif self._forest is not None and t >= self._next_refit:
+        if (self._forest is None and self._buf_n >= self.fit_after) or (
+            self._forest is not None and t >= self._next_refit
+        ):
             self._fit(self._buffer_rows())
             self._next_refit = t + self.refit_every_s
 

@@ -53,7 +53,9 @@ def metric_floors(metrics: tuple[str, ...] | list[str] | None, n_metrics: int) -
     return np.array([1e-4 * (METRIC_INFO[m][2] - METRIC_INFO[m][1]) for m in metrics])
 
 
-def local_slot(ts: np.ndarray, *, slots_per_day: int, weekly: bool, utc_offset_h: float) -> np.ndarray:
+def local_slot(
+    ts: np.ndarray, *, slots_per_day: int, weekly: bool, utc_offset_h: float
+) -> np.ndarray:
     local = ts + utc_offset_h * 3600.0
     day = np.floor(local / 86400.0)
     slot = np.floor((local - day * 86400.0) * (slots_per_day / 86400.0)).astype(np.int64)
@@ -76,7 +78,15 @@ class SeasonalDetector(PerSensorState):
     """
 
     _state_arrays: ClassVar[tuple[str, ...]] = (
-        "med", "mad", "cnt", "lvl", "slope", "dev", "lcnt", "zs", "last_ts",
+        "med",
+        "mad",
+        "cnt",
+        "lvl",
+        "slope",
+        "dev",
+        "lcnt",
+        "zs",
+        "last_ts",
     )
 
     def __init__(
@@ -217,7 +227,9 @@ class SeasonalDetector(PerSensorState):
         rc = np.clip(res, -LEVEL_CLIP * sig_l, LEVEL_CLIP * sig_l)
         new_lvl = pred + eta_l * rc
         new_slope = np.where(lcnt > 1, slope + 0.5 * eta_l * eta_l * rc / np.maximum(dtp, 1.0), 0.0)
-        new_dev = np.where(lcnt > 0, dev + eta_l * (np.minimum(np.abs(res), LEVEL_CLIP * sig_l) - dev), 0.0)
+        new_dev = np.where(
+            lcnt > 0, dev + eta_l * (np.minimum(np.abs(res), LEVEL_CLIP * sig_l) - dev), 0.0
+        )
         self.lvl[s] = np.where(has, new_lvl, lvl)
         self.slope[s] = np.where(has, new_slope, slope)
         self.dev[s] = np.where(has, new_dev, dev)

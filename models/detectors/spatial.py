@@ -55,7 +55,15 @@ class SpatialDetector(PerSensorState):
     """See the module docstring. ``neighbours``: int array ``(n, k)`` of local indices, -1 pads."""
 
     _state_arrays: ClassVar[tuple[str, ...]] = (
-        "ref", "off", "odev", "ocnt", "drift", "last_w", "drift_ts", "rsum", "rcnt",
+        "ref",
+        "off",
+        "odev",
+        "ocnt",
+        "drift",
+        "last_w",
+        "drift_ts",
+        "rsum",
+        "rcnt",
     )
 
     def __init__(
@@ -91,7 +99,11 @@ class SpatialDetector(PerSensorState):
             raise ValueError(f"neighbours must be an int array of shape ({n}, k), got {nb.shape}")
         self.neighbours = nb
         self.windows = WindowAggregator(
-            self.ids, n_metrics=m, window_s=window_s, lateness_s=lateness_s, history=history,
+            self.ids,
+            n_metrics=m,
+            window_s=window_s,
+            lateness_s=lateness_s,
+            history=history,
             minmax=minmax,
         )
         self.ref = np.full((n, m), np.nan)  # neighbour median of the last closed window
@@ -191,7 +203,9 @@ class SpatialDetector(PerSensorState):
             zd = np.clip(z, -DRIFT_CLIP, DRIFT_CLIP)
             dts = np.where(np.isnan(self.drift_ts[s]), 0.0, t - self.drift_ts[s])
             wd = smooth_weight(dts, self.drift_halflife_s)[:, None]
-            self.drift[s] = np.where(ok & warm, self.drift[s] + wd * (zd - self.drift[s]), self.drift[s])
+            self.drift[s] = np.where(
+                ok & warm, self.drift[s] + wd * (zd - self.drift[s]), self.drift[s]
+            )
             self.drift_ts[s] = t
             eta = np.maximum(self.learning_rate, 1.0 / (cnt + 1.0))
             res = d - self.off[s]
@@ -201,11 +215,13 @@ class SpatialDetector(PerSensorState):
             rc_n = self.rcnt[s]
             mean_abs = self.rsum[s] / np.maximum(rc_n, 1)
             eta_d = np.maximum(self.learning_rate * 5, 1.0 / (cnt + 1.0))
-            new_dev = np.where(rc_n > 0, self.odev[s] + eta_d * (mean_abs - self.odev[s]), self.odev[s])
+            new_dev = np.where(
+                rc_n > 0, self.odev[s] + eta_d * (mean_abs - self.odev[s]), self.odev[s]
+            )
             self.rsum[s] = 0.0
             self.rcnt[s] = 0
             self.off[s] = np.where(ok, new_off, self.off[s])
             self.odev[s] = new_dev
             self.ocnt[s] = cnt + ok
             self.ref[s] = med
-            self.last_w[s] = int(math.floor(t / self.windows.window_s))
+            self.last_w[s] = math.floor(t / self.windows.window_s)

@@ -32,7 +32,12 @@ class RollingZScore(PerSensorState):
     _state_arrays: ClassVar[tuple[str, ...]] = ("mean", "var", "count")
 
     def __init__(
-        self, ids: Any, *, n_metrics: int, span: int = 60, min_count: int = 10,
+        self,
+        ids: Any,
+        *,
+        n_metrics: int,
+        span: int = 60,
+        min_count: int = 10,
         calibration_scale: float = 1.0,
     ) -> None:
         self.n_metrics = check_int("n_metrics", n_metrics, 1)
@@ -61,7 +66,9 @@ class RollingZScore(PerSensorState):
             mu, var, c = self.mean[s], self.var[s], self.count[s]
             with np.errstate(invalid="ignore", divide="ignore"):
                 z = (x - mu) / np.sqrt(var + 1e-12)
-            scores[r] = np.where(has & (c >= self.min_count), calibrate(z, self.calibration_scale), np.nan)
+            scores[r] = np.where(
+                has & (c >= self.min_count), calibrate(z, self.calibration_scale), np.nan
+            )
             a = np.maximum(alpha, 1.0 / (c + 1.0))
             d = np.where(has, x - mu, 0.0)
             new_mu = mu + a * d

@@ -76,7 +76,14 @@ US_BP: Final[dict[str, tuple[tuple[float, float] | None, ...]]] = {
 }
 #: decimals kept by truncation before the US lookup
 US_TRUNCATE: Final = {
-    "pm25": 1, "pm10": 0, "o3_8h": 3, "o3_1h": 3, "co": 1, "so2_1h": 0, "so2_24h": 0, "no2": 0,
+    "pm25": 1,
+    "pm10": 0,
+    "o3_8h": 3,
+    "o3_1h": 3,
+    "co": 1,
+    "so2_1h": 0,
+    "so2_24h": 0,
+    "no2": 0,
 }
 US_LEVELS: Final = (
     "good",

@@ -97,7 +97,15 @@ class WindowAggregator(PerSensorState):
     """
 
     _state_arrays: ClassVar[tuple[str, ...]] = (
-        "wid", "cnt", "sum", "sumsq", "vmin", "vmax", "hist", "hpos", "ewma_",
+        "wid",
+        "cnt",
+        "sum",
+        "sumsq",
+        "vmin",
+        "vmax",
+        "hist",
+        "hpos",
+        "ewma_",
     )
 
     def __init__(
@@ -119,7 +127,7 @@ class WindowAggregator(PerSensorState):
         self.minmax = bool(minmax)
         self._init_ids(ids)
         n, m = len(self.ids), self.n_metrics
-        self.slots = int(math.ceil(self.lateness_s / self.window_s)) + 3
+        self.slots = math.ceil(self.lateness_s / self.window_s) + 3
         w = self.slots
         self.wid = np.full((n, w), NO_WINDOW, dtype=np.int64)
         self.cnt = np.zeros((n, w, m), dtype=np.int64)
@@ -155,7 +163,7 @@ class WindowAggregator(PerSensorState):
     def _cu(self, wm: float) -> int:
         if wm == -math.inf:
             return NO_WINDOW
-        return int(math.floor((wm - self.lateness_s) / self.window_s))
+        return math.floor((wm - self.lateness_s) / self.window_s)
 
     def update(self, batch: Batch) -> WindowUpdate:
         late = np.zeros(len(batch), dtype=bool)

@@ -27,7 +27,9 @@ LOS_EDGES = (0.30, 0.40, 0.50, 0.67, 0.85)  # speed / free speed, ascending
 LOS_NAMES = np.array(["F", "E", "D", "C", "B", "A"], dtype=object)
 
 
-def travel_time_index(speed_kmh: Any, free_speed_kmh: Any, *, min_speed_kmh: float = 1.0) -> np.ndarray:
+def travel_time_index(
+    speed_kmh: Any, free_speed_kmh: Any, *, min_speed_kmh: float = 1.0
+) -> np.ndarray:
     v = np.maximum(np.asarray(speed_kmh, dtype=np.float64), min_speed_kmh)
     return np.asarray(free_speed_kmh, dtype=np.float64) / v
 

@@ -35,7 +35,9 @@ def test_score_end_to_end_and_causal(tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     _write_series(src, 1200)
     out = tmp_path / "out.csv"
-    rc = main(["score", str(src), "-o", str(out), "--timestamp-col", "time", "--value-col", "reading"])
+    rc = main(
+        ["score", str(src), "-o", str(out), "--timestamp-col", "time", "--value-col", "reading"]
+    )
     assert rc == 0
     rows = _read(out)
     assert rows[0] == ["timestamp", "value", "anomaly_score"]
@@ -51,7 +53,21 @@ def test_score_end_to_end_and_causal(tmp_path: Path) -> None:
     pre = tmp_path / "prefix.csv"
     pre.write_text("\n".join(lines[:701]) + "\n")
     out2 = tmp_path / "out2.csv"
-    assert main(["score", str(pre), "-o", str(out2), "--timestamp-col", "time", "--value-col", "reading"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(pre),
+                "-o",
+                str(out2),
+                "--timestamp-col",
+                "time",
+                "--value-col",
+                "reading",
+            ]
+        )
+        == 0
+    )
     assert _read(out2) == rows[:701]
 
 
@@ -68,11 +84,15 @@ def test_evaluation_harness_on_synthetic_labels() -> None:
     table = loop_table(90)
     day = 86400.0 * 5
     labels = [
-        SynthLabel("c1", "crash", day + 8 * 3600, day + 8.5 * 3600, ("TR-S000010", "TR-S000011"), "D01"),
+        SynthLabel(
+            "c1", "crash", day + 8 * 3600, day + 8.5 * 3600, ("TR-S000010", "TR-S000011"), "D01"
+        ),
         SynthLabel("c2", "crash", day + 13 * 3600, day + 13.5 * 3600, ("TR-S000080",), "D03"),
         SynthLabel("f1", "stuck", day + 15 * 3600, day + 16 * 3600, ("TR-S000050",), "D02"),
     ]
-    stream = loop_stream(table, start=day + 6 * 3600, duration_s=11 * 3600, seed=4, incidents=labels)
+    stream = loop_stream(
+        table, start=day + 6 * 3600, duration_s=11 * 3600, seed=4, incidents=labels
+    )
     rep = evaluate(stream, labels, table, load_params(), seed=0, multivariate=False)
     cb = rep["systems"]["citybrain"]
     assert cb["incidents"]["crash"]["recall"] == 1.0

@@ -4,6 +4,7 @@ snapshot round-trip through JSON, NaN and gaps handled."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -28,13 +29,30 @@ def _nb() -> np.ndarray:
 
 
 FACTORIES: dict[str, Callable[[int], Any]] = {
-    "seasonal": lambda seed: SeasonalDetector(IDS, n_metrics=3, metrics=METRICS, min_count=5,
-                                              slots_per_day=24, utc_offset_h=8.0),
-    "spatial": lambda seed: SpatialDetector(IDS, n_metrics=3, metrics=METRICS, neighbours=_nb(),
-                                            window_s=60.0, lateness_s=60.0, min_count=3),
-    "isolation": lambda seed: IsolationDetector(IDS, n_metrics=3, window_s=120.0, lateness_s=60.0,
-                                                n_estimators=10, max_samples=32, fit_after=30,
-                                                refit_every_s=1800.0, buffer=64, seed=seed),
+    "seasonal": lambda seed: SeasonalDetector(
+        IDS, n_metrics=3, metrics=METRICS, min_count=5, slots_per_day=24, utc_offset_h=8.0
+    ),
+    "spatial": lambda seed: SpatialDetector(
+        IDS,
+        n_metrics=3,
+        metrics=METRICS,
+        neighbours=_nb(),
+        window_s=60.0,
+        lateness_s=60.0,
+        min_count=3,
+    ),
+    "isolation": lambda seed: IsolationDetector(
+        IDS,
+        n_metrics=3,
+        window_s=120.0,
+        lateness_s=60.0,
+        n_estimators=10,
+        max_samples=32,
+        fit_after=30,
+        refit_every_s=1800.0,
+        buffer=64,
+        seed=seed,
+    ),
     "zscore": lambda seed: RollingZScore(IDS, n_metrics=3, span=20, min_count=5),
     "threshold": lambda seed: ThresholdDetector(IDS, metrics=METRICS),
 }
@@ -70,7 +88,7 @@ def stream(seed: int = 3, n_ticks: int = 240) -> Batch:
 def run(det: Any, batch: Batch, cuts: list[int]) -> np.ndarray:
     out = []
     bounds = [0, *cuts, len(batch)]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    for a, b in itertools.pairwise(bounds):
         out.append(det.update(batch.take(slice(a, b))).score)
     return np.concatenate(out)
 
@@ -140,8 +158,10 @@ def test_snapshot_per_gateway(name: str) -> None:
     whole = run(FACTORIES[name](1), b, [k])
     first = FACTORIES[name](1)
     first.update(b.take(slice(0, k)))
-    parts = [orjson.loads(orjson.dumps(first.snapshot(IDS[:3]))),
-             orjson.loads(orjson.dumps(first.snapshot(IDS[3:])))]
+    parts = [
+        orjson.loads(orjson.dumps(first.snapshot(IDS[:3]))),
+        orjson.loads(orjson.dumps(first.snapshot(IDS[3:]))),
+    ]
     second = FACTORIES[name](1)
     for p in parts:
         second.restore(p)

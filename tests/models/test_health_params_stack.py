@@ -19,8 +19,13 @@ def test_health_flags() -> None:
     h = SensorHealth(["A", "B"], metrics=M, stuck_readings=4, spike_k=8.0, interval_s=30.0)
     rng = np.random.default_rng(0)
     t = np.arange(60) * 30.0
-    x = np.column_stack([1000 + 20 * rng.standard_normal(60), 50 + rng.standard_normal(60),
-                         10 + 0.3 * rng.standard_normal(60)])
+    x = np.column_stack(
+        [
+            1000 + 20 * rng.standard_normal(60),
+            50 + rng.standard_normal(60),
+            10 + 0.3 * rng.standard_normal(60),
+        ]
+    )
     x[30] = [1000, 200, 10]  # spike on speed that reverts at 31
     x[40:46] = x[39]  # stuck
     x[50, 2] = 120.0  # occupancy > 100 %
@@ -41,7 +46,9 @@ def test_params_errors_name_file_key_value(tmp_path: Path) -> None:
     assert p.aqi.standard in ("china", "us") and 0 < p.threshold("traffic") <= 1
     bad = tmp_path / "models.yaml"
     bad.write_text("thresholds:\n  traffic: 1.5\n")
-    with pytest.raises(ParamsError, match=r"models.yaml: thresholds.traffic=1.5: must be in \[0, 1\]"):
+    with pytest.raises(
+        ParamsError, match=r"models.yaml: thresholds.traffic=1.5: must be in \[0, 1\]"
+    ):
         load_params(bad)
     with pytest.raises(ParamsError, match=r"x.yaml: seasonal.learning_rate=0: must be in \(0, 1\]"):
         parse_params({"seasonal": {"learning_rate": 0}}, source="x.yaml")
@@ -70,7 +77,9 @@ def test_stack_gateway_snapshots_round_trip() -> None:
     whole = _run(CityModels(table, params, seed=1, multivariate=False), steps)
     a = CityModels(table, params, seed=1, multivariate=False)
     _run(a, steps[:k])
-    snaps = {g: orjson.dumps(a.snapshot(table.gateway_sensors(g))) for g in sorted(set(table.gateway))}
+    snaps = {
+        g: orjson.dumps(a.snapshot(table.gateway_sensors(g))) for g in sorted(set(table.gateway))
+    }
     b = CityModels(table, params, seed=1, multivariate=False)
     for raw in snaps.values():
         b.restore(orjson.loads(raw))
