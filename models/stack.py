@@ -352,12 +352,10 @@ class CityModels:
                 out["congestion_city"] = float(congestion_index(speed, vf, length, flow)[0])
         if "air" in self.kinds:
             km = self.kinds["air"]
-            hour_mean = (
-                np.nanmean(km.spatial.windows.hist, axis=1)
-                if km.spatial.windows.hist.size
-                else None
-            )
-            if hour_mean is not None:
+            hist = km.spatial.windows.hist
+            cnt = np.sum(~np.isnan(hist), axis=1)
+            hour_mean = np.where(cnt > 0, np.nansum(hist, axis=1) / np.maximum(cnt, 1), np.nan)
+            if hour_mean.size:
                 conc = {p: hour_mean[:, i] for i, p in enumerate(km.metrics)}
                 res = aqi_of(conc, standard=self.params.aqi.standard)
                 out["aqi"] = res
