@@ -1,7 +1,7 @@
 """The fundamental diagram of traffic flow: how flow, speed and density relate.
 
-Free flow: speed falls gently with flow, from the free-flow speed to 85 % of it at capacity
-(a BPR-like curve). Congestion: the linear branch from the critical density to the jam density
+Free flow: speed falls with flow, from the free-flow speed to 70 % of it at capacity (a
+BPR-like curve: signal delay and friction grow with volume). Congestion: the linear branch from the critical density to the jam density
 (Newell/Daganzo), with backward wave speed ``w = q_cap / (k_jam - k_crit)``. On both branches
 ``flow = density × speed`` holds exactly, and a loop detector's occupancy is density times the
 effective vehicle length (vehicle + loop): ``occupancy % = k_per_lane × L_EFF_M / 10``.
@@ -13,13 +13,13 @@ import numpy as np
 
 K_JAM = 125.0  # veh/km/lane
 L_EFF_M = 7.0  # metres of loop occupied per vehicle (vehicle + detection zone)
-CRIT_SPEED = 0.85  # speed at capacity, share of the free-flow speed
+CRIT_SPEED = 0.70  # speed at capacity, share of the free-flow speed
 
 
 def free_speed(q: np.ndarray, cap: np.ndarray, vf: np.ndarray) -> np.ndarray:
     """Speed (km/h) on the free-flow branch at flow ``q`` (veh/h) for capacity ``cap``."""
     x = np.clip(q / cap, 0.0, 1.0)
-    return vf * (1.0 - (1.0 - CRIT_SPEED) * x**4)
+    return vf * (1.0 - (1.0 - CRIT_SPEED) * x**2.5)
 
 
 def critical_density(cap: np.ndarray, vf: np.ndarray, lanes: np.ndarray) -> np.ndarray:

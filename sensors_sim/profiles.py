@@ -26,13 +26,14 @@ def daylight(h: np.ndarray) -> np.ndarray:
 def traffic(h: np.ndarray, weekday: np.ndarray, *, inbound: bool) -> np.ndarray:
     """Traffic demand shape in (0, 1]: morning and evening rush on weekdays (inbound heavier in
     the morning, outbound in the evening), a broad midday hump at weekends, a night minimum
-    around 03:00-04:00 of about 4 % of the weekday peak."""
+    around 03:00-04:00 of about 3 % of the weekday peak."""
     am_w, pm_w = (0.42, 0.30) if inbound else (0.26, 0.42)
     day = 0.55 * _smoothstep(h, 5.5, 8.0) * (1.0 - _smoothstep(h, 19.0, 23.8))
     friday = np.where(weekday == 4, 1.1, 1.0)
-    workday = 0.04 + day + am_w * _bump(h, 8.0, 1.0) + pm_w * friday * _bump(h, 17.5, 1.3)
+    night = 0.025 + 0.035 * (1.0 - _bump(h, 3.5, 1.6))  # the late-evening tail, lowest ~03:30
+    workday = night + day + am_w * _bump(h, 8.0, 1.0) + pm_w * friday * _bump(h, 17.5, 1.3)
     weekend = (
-        0.04
+        night
         + 0.55 * _smoothstep(h, 7.5, 11.0) * (1.0 - _smoothstep(h, 20.0, 24.5))
         + 0.12 * _bump(h, 13.5, 2.0)
         + np.where(weekday == 5, 0.08, 0.0) * _bump(h, 23.0, 1.2)
@@ -47,7 +48,8 @@ def water(h: np.ndarray, weekday: np.ndarray) -> np.ndarray:
     am_c = np.where(weekend, 9.5, 7.5)
     am_w = np.where(weekend, 1.6, 1.1)
     return (
-        0.4
+        0.36
+        + 0.06 * (1.0 - _bump(h, 3.5, 1.6))
         + 0.55 * _smoothstep(h, 5.0, 8.0) * (1.0 - _smoothstep(h, 21.0, 24.5))
         + 0.5 * _bump(h, am_c, am_w)
         + 0.35 * _bump(h, 19.5, 1.6)

@@ -51,7 +51,7 @@ class AirGenerator:
         rain = w.rain(t)[:, None]
         temp = district_temperature(w, self.incidents, t)[:, self.district]
         heating = np.log1p(np.exp((14.0 - temp) / 3.0)) / 3.0 * profiles.heating_hours(h)[:, None]
-        pm25 = (5.0 + (6.0 * lt + 5.0 * heating) / np.maximum(vent, 0.12) ** 0.7) / (1.0 + 0.3 * rain)
+        pm25 = (5.0 + (6.0 * lt + 5.0 * heating) / np.maximum(vent, 0.06) ** 0.7) / (1.0 + 0.3 * rain)
         pm10 = 1.5 * pm25 + 3.0 + 4.0 * lt
         no2 = 9.0 + 38.0 * lt / np.maximum(vent, 0.25) ** 0.5
         co = 0.2 + 0.7 * lt / np.maximum(vent, 0.25) ** 0.5
@@ -68,7 +68,8 @@ class AirGenerator:
             co = co * (1.0 + 0.4 * e)
             so2 = so2 * (1.0 + 0.5 * e)
         sun = profiles.daylight(h)[:, None]
-        o3 = np.maximum(3.0, 18.0 + 55.0 * sun * np.log1p(np.exp((temp + 2.0) / 8.0)) / 3.0 - 0.35 * no2)
+        o3_raw = 24.0 + 55.0 * sun * np.log1p(np.exp((temp + 2.0) / 8.0)) / 3.0 - 0.3 * no2
+        o3 = 3.0 + 4.0 * np.log1p(np.exp((o3_raw - 3.0) / 4.0))  # titration floors smoothly
         cal = self.cal[None, :]
         return {
             "pm25": pm25 * cal * (1.0 + 0.08 * eps[0]),
