@@ -3,7 +3,7 @@
 Water demand follows a diurnal curve with a minimum night flow; pressure falls with the square
 of the DMA's flow (head loss), so it is highest at night. A burst adds flow at the DMA's inlet
 and drops pressure across the DMA, most near the burst. Feeder load follows the day, plus
-cooling above ~20 °C and heating below ~12 °C (smooth, so every degree counts); voltage sags
+cooling above ~22 °C and heating below ~12 °C (smooth, so every degree counts); voltage sags
 with load, below 95 % of nominal when a feeder is overloaded.
 """
 
@@ -83,8 +83,8 @@ class PowerGenerator:
         ids = cohort.ids.tolist()
         self.district = world.sensor_district[cohort.gidx]
         self.rating = 4.0 + 8.0 * trait(ids, "rating")  # MW
-        self.base = 0.5 + 0.2 * trait(ids, "base-load")
-        self.cool = 0.18 + 0.17 * trait(ids, "cooling")
+        self.base = 0.45 + 0.17 * trait(ids, "base-load")
+        self.cool = 0.06 + 0.06 * trait(ids, "cooling")
         self.heat = 0.04 + 0.08 * trait(ids, "heating")
 
     def generate(self, t: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -92,7 +92,7 @@ class PowerGenerator:
         eps = rng.standard_normal((2, len(t), self.cohort.n))
         shape = profiles.power(w.hour(t), w.weekday(t))[:, None]
         temp = district_temperature(w, self.incidents, t)[:, self.district]
-        cooling = 0.3 * np.log1p(np.exp((temp - 20.0) / 3.0))
+        cooling = np.log1p(np.exp((temp - 22.0) / 3.0))
         heating = 0.3 * np.log1p(np.exp((12.0 - temp) / 3.0))
         frac = self.base[None, :] * shape + self.cool[None, :] * cooling + self.heat[None, :] * heating
         load = self.rating[None, :] * frac * (1.0 + 0.015 * eps[0])

@@ -53,18 +53,28 @@ def run(sc: Scenario, *, seed: int = 1, sensors: int | None = SMALL, start: floa
         frames.extend(fs)
         deliveries.extend([t] * len(fs))
     cols = {d: to_columns(frames, d) for d in ("traffic", "environment", "utility")}
+    pos = sim.world.sensor_pos
     for d, c in cols.items():
+        c["pos"] = np.fromiter((pos[s] for s in c["sensor_id"]), dtype=np.int64, count=len(c["sensor_id"]))
         c["delivered_at"] = np.asarray(deliveries, dtype=np.float64)[c["delivered"]] if len(c["delivered"]) else np.array([])
     return Run(sim, frames, np.asarray(deliveries), cols)
 
 
 def metric_names(c: dict[str, np.ndarray]) -> list[str]:
-    return [k for k in c if k not in ("ts", "sensor_id", "seq", "gateway", "delivered", "delivered_at")]
+    return [k for k in c if k not in ("ts", "sensor_id", "seq", "gateway", "delivered", "delivered_at", "pos")]
 
 
-def in_labels(sensor_id: np.ndarray, ts: np.ndarray, labels: list[Label]) -> np.ndarray:
-    """Mask of readings covered by any of ``labels`` (sensor listed, start <= ts <= end)."""
+def in_labels(c: dict[str, np.ndarray], labels: list[Label], city_: City) -> np.ndarray:
+    """Mask of readings of ``c`` covered by any of ``labels`` (sensor listed, start <= ts <= end)."""
+    ts = c["ts"]
     out = np.zeros(len(ts), dtype=bool)
     for lab in labels:
-        out |= np.isin(sensor_id, lab.sensors) & (ts >= lab.start) & (ts <= lab.end)
+        out |= label_mask(c, lab, city_)
     return out
+
+
+def label_mask(c: dict[str, np.ndarray], lab: Label, city_: City) -> np.ndarray:
+    index = {s.id: i for i, s in enumerate(city_.sensors)}
+    wanted = np.array([index[s] for s in lab.sensors], dtype=np.int64)
+    window = (c["ts"] >= lab.start) & (c["ts"] <= lab.end)
+    return window & np.isin(c["pos"], wanted)
