@@ -91,7 +91,7 @@ class Simulator:
         self._value_faults: dict[str, list[ValueFault]]
         self._delivery: dict[str, list[DeliveryFault]]
         self._value_faults, self._delivery, fault_labels = build_faults(
-            self.world, self.cohorts, run_end=self.end
+            self.world, self.cohorts
         )
         labels = [lab for inc in self.incidents for lab in inc.labels] + fault_labels
         self.labels: list[Label] = sorted(labels, key=lambda lab: (lab.start, lab.id))

@@ -81,7 +81,7 @@ def _align(t: float, start: float, interval: float) -> float:
 
 
 def build_faults(
-    world: World, cohorts: list[Cohort], *, run_end: float
+    world: World, cohorts: list[Cohort]
 ) -> tuple[dict[str, list[ValueFault]], dict[str, list[DeliveryFault]], list[Label]]:
     """Resolve the scenario's faults against the city: which sensors, when."""
     city = world.city
@@ -94,7 +94,9 @@ def build_faults(
     value: dict[str, list[ValueFault]] = {}
     delivery: dict[str, list[DeliveryFault]] = {}
     labels: list[Label] = []
-    horizon = run_end if np.isfinite(run_end) else world.start + _FIRST_DAY
+    # random times spread over the scenario's duration, not the run's: a shorter or longer run
+    # of the same scenario and seed sees the same faults at the same times
+    horizon = world.start + (sc.duration_s if np.isfinite(sc.duration_s) else _FIRST_DAY)
     for i, spec in enumerate(sc.faults):
         rng = np.random.default_rng([STREAM_FAULT, world.seed, i])
 

@@ -161,6 +161,10 @@ class Recording:
 
     @property
     def total_ticks(self) -> int:
+        """Ticks in the file: exact once :meth:`ticks` has run to the end, else the ticks of
+        the simulated span (late deliveries can add a few after it)."""
+        if self.trailer is not None:
+            return int(self.trailer["ticks"])
         h = self.header
         return int(round((h["end"] - h["start"]) / h["tick_s"]))
 
