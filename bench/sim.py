@@ -12,7 +12,9 @@ from collections.abc import Iterable
 from typing import Any
 
 
-def _measure(seconds: float, *, encode_frames: bool, sensors: int | None = None) -> tuple[float, int]:
+def _measure(
+    seconds: float, *, encode_frames: bool, sensors: int | None = None
+) -> tuple[float, int]:
     from config.city import load_city
     from models.frame import encode
     from sensors_sim.engine import Simulator
@@ -30,8 +32,15 @@ def _measure(seconds: float, *, encode_frames: bool, sensors: int | None = None)
 
 
 def _line(name: str, values: list[float], runs: int, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "value": round(statistics.median(values)), "unit": "readings/s", "runs": runs,
-            "min": round(min(values)), "max": round(max(values)), **extra}
+    return {
+        "name": name,
+        "value": round(statistics.median(values)),
+        "unit": "readings/s",
+        "runs": runs,
+        "min": round(min(values)),
+        "max": round(max(values)),
+        **extra,
+    }
 
 
 def run(runs: int, quick: bool) -> Iterable[dict[str, Any]]:

@@ -145,7 +145,9 @@ class _Reader:
     def fail(self, path: str, value: Any, why: str) -> ConfigError:
         return ConfigError(f"{self.source}: {path}={value!r}: {why}")
 
-    def get(self, d: Any, key: str, path: str, typ: type | tuple[type, ...], default: Any = ...) -> Any:
+    def get(
+        self, d: Any, key: str, path: str, typ: type | tuple[type, ...], default: Any = ...
+    ) -> Any:
         if not isinstance(d, dict):
             raise self.fail(path, d, "expected a mapping")
         if key not in d:
@@ -254,7 +256,9 @@ def parse_city(doc: Any, *, source: str = "<memory>", sensors: int | None = None
 
     has_generate = "generate" in doc
     gateways = []
-    for i, g in enumerate(r.get(doc, "gateways", "city", list, default=[] if has_generate else ...)):
+    for i, g in enumerate(
+        r.get(doc, "gateways", "city", list, default=[] if has_generate else ...)
+    ):
         p = f"gateways[{i}]"
         gid = r.get(g, "id", p, str)
         kind = r.get(g, "kind", p, str)
@@ -294,7 +298,9 @@ def parse_city(doc: Any, *, source: str = "<memory>", sensors: int | None = None
         segments.extend(gen_segments)
         gateways.extend(gen_gateways)
     elif sensors is not None:
-        raise ConfigError(f"{source}: sensors={sensors!r}: the city has no generate: block to scale")
+        raise ConfigError(
+            f"{source}: sensors={sensors!r}: the city has no generate: block to scale"
+        )
     if not gateways:
         raise r.fail("gateways", [], "a city needs at least one gateway")
     _unique(r, "segments", [s.id for s in segments])
@@ -373,7 +379,9 @@ def parse_generate(r: _Reader, block: Any, *, sensors: int | None = None) -> Gen
     known = {"seed", "sensors", "mix", "gateway_size", "intervals", "loops_per_segment"}
     for key in block:
         if key not in known:
-            raise r.fail(f"generate.{key}", block[key], f"unknown key (known: {', '.join(sorted(known))})")
+            raise r.fail(
+                f"generate.{key}", block[key], f"unknown key (known: {', '.join(sorted(known))})"
+            )
     seed = r.get(block, "seed", "generate", int, default=0)
     n = sensors if sensors is not None else r.get(block, "sensors", "generate", int, default=5000)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_GENERATED_SENSORS:
@@ -384,10 +392,18 @@ def parse_generate(r: _Reader, block: Any, *, sensors: int | None = None) -> Gen
         out = dict(default)
         for kind in raw:
             if kind not in KIND_DOMAIN:
-                raise r.fail(f"generate.{key}.{kind}", raw[kind], f"unknown kind (known: {', '.join(KIND_DOMAIN)})")
+                raise r.fail(
+                    f"generate.{key}.{kind}",
+                    raw[kind],
+                    f"unknown kind (known: {', '.join(KIND_DOMAIN)})",
+                )
             value = r.get(raw, kind, f"generate.{key}", typ)
             if value < 0 or (key != "mix" and value <= 0):
-                raise r.fail(f"generate.{key}.{kind}", value, "must be > 0" if key != "mix" else "must be >= 0")
+                raise r.fail(
+                    f"generate.{key}.{kind}",
+                    value,
+                    "must be > 0" if key != "mix" else "must be >= 0",
+                )
             out[kind] = value
         return out
 
@@ -454,7 +470,13 @@ def generate_network(
     """
     rng = np.random.default_rng([spec.seed, 0xC17])
     kinds = list(spec.mix)
-    counts = dict(zip(kinds, _shares(spec.sensors, np.array([spec.mix[k] for k in kinds])).tolist(), strict=True))
+    counts = dict(
+        zip(
+            kinds,
+            _shares(spec.sensors, np.array([spec.mix[k] for k in kinds])).tolist(),
+            strict=True,
+        )
+    )
 
     allx = np.array([p[0] for d in districts for p in d.polygon])
     ally = np.array([p[1] for d in districts for p in d.polygon])
@@ -551,7 +573,8 @@ def generate_network(
                         segment=segments[int(seg[k])].id if seg is not None else None,
                         interval_s=interval,
                         zone=(
-                            str(member_zones[k]) if member_zones is not None
+                            str(member_zones[k])
+                            if member_zones is not None
                             else (zone if zone is not None else (gid if kind == "power" else None))
                         ),
                     )
@@ -565,7 +588,9 @@ def generate_network(
     # --- loop detectors along segments --------------------------------------------------------
     if n_loop:
         n_seg = len(segments)
-        owner = (np.arange(n_loop) * n_seg) // n_loop if n_loop <= n_seg else np.arange(n_loop) % n_seg
+        owner = (
+            (np.arange(n_loop) * n_seg) // n_loop if n_loop <= n_seg else np.arange(n_loop) % n_seg
+        )
         owner = np.sort(owner)
         first = np.searchsorted(owner, owner, side="left")
         per = np.bincount(owner, minlength=n_seg)
@@ -609,7 +634,9 @@ def generate_network(
         for d, nd in enumerate(_shares(n, areas).tolist()):
             if nd:
                 xs, ys = scatter(nd, d)
-                add_gateways(kind, d, xs, ys, chunks(spatial_order(xs, ys), spec.gateway_size[kind]))
+                add_gateways(
+                    kind, d, xs, ys, chunks(spatial_order(xs, ys), spec.gateway_size[kind])
+                )
 
     # water: DMAs = groups of pressure nodes; inflow meters are assigned to DMAs
     n_wp, n_wf = counts.get("water_pressure", 0), counts.get("water_flow", 0)
@@ -619,7 +646,7 @@ def generate_network(
         npd, nfd = int(wp_d[d]), int(wf_d[d])
         if not npd and not nfd:
             continue
-        n_dma = max(1, int(round(max(npd, 1) / spec.gateway_size["water_pressure"])))
+        n_dma = max(1, round(max(npd, 1) / spec.gateway_size["water_pressure"]))
         if nfd:
             n_dma = min(n_dma, nfd)
         dma_ids = [f"DMA-{districts[d].id}-{k + 1:02d}" for k in range(n_dma)]
@@ -629,7 +656,9 @@ def generate_network(
             groups = [a for a in np.array_split(np.argsort(xs, kind="stable"), n_dma)]
             zones: list[str | None] = list(dma_ids[: len(groups)])
             add_gateways("water_pressure", d, xs, ys, groups, zones=zones)
-            centres = [(float(xs[g].mean()), float(ys[g].mean())) if len(g) else (0.0, 0.0) for g in groups]
+            centres = [
+                (float(xs[g].mean()), float(ys[g].mean())) if len(g) else (0.0, 0.0) for g in groups
+            ]
         if nfd:
             owner_dma = np.arange(nfd) % n_dma
             if centres:
@@ -640,7 +669,11 @@ def generate_network(
             member_zones = np.array([dma_ids[k] for k in owner_dma], dtype=object)
             order = np.argsort(owner_dma, kind="stable")
             add_gateways(
-                "water_flow", d, fx, fy, chunks(order, spec.gateway_size["water_flow"]),
+                "water_flow",
+                d,
+                fx,
+                fy,
+                chunks(order, spec.gateway_size["water_flow"]),
                 member_zones=member_zones,
             )
     return segments, gateways

@@ -42,17 +42,31 @@ def _duration(text: str) -> float:
 def _add_common(p: argparse.ArgumentParser, *, live: bool) -> None:
     p.add_argument("--scenario", help="scenario name or YAML path (default: settings sim_scenario)")
     p.add_argument("--seed", type=int, help="random seed (default: settings sim_seed)")
-    p.add_argument("--duration", type=_duration, help="event time to simulate, e.g. 90m, 24h, 3d"
-                   + (", forever" if live else "") + " (default: the scenario's)")
-    p.add_argument("--start", help="first reading time, ISO 8601 (local to the city without a zone) "
-                   "or 'now' (default: the scenario's start, else settings sim_start)")
+    p.add_argument(
+        "--duration",
+        type=_duration,
+        help="event time to simulate, e.g. 90m, 24h, 3d"
+        + (", forever" if live else "")
+        + " (default: the scenario's)",
+    )
+    p.add_argument(
+        "--start",
+        help="first reading time, ISO 8601 (local to the city without a zone) "
+        "or 'now' (default: the scenario's start, else settings sim_start)",
+    )
     p.add_argument("--city", help="city file (default: settings city_file)")
-    p.add_argument("--sensors", type=int, help="scale the city's generated part to N sensors (<= 100000)")
+    p.add_argument(
+        "--sensors", type=int, help="scale the city's generated part to N sensors (<= 100000)"
+    )
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("sim", help="simulate the city: list scenarios, run live, record, replay",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "sim",
+        help="simulate the city: list scenarios, run live, record, replay",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ss = p.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
 
     s = ss.add_parser("scenarios", help="list the scenarios")
@@ -60,8 +74,14 @@ def register(sub: Any) -> None:
 
     s = ss.add_parser("run", help="publish a simulated run live to Kafka")
     _add_common(s, live=True)
-    s.add_argument("--speed", type=float, help="x real time; 0 = as fast as possible (default: settings sim_speed)")
-    s.add_argument("--compression", choices=["gzip", "snappy", "lz4", "zstd"], help="producer compression")
+    s.add_argument(
+        "--speed",
+        type=float,
+        help="x real time; 0 = as fast as possible (default: settings sim_speed)",
+    )
+    s.add_argument(
+        "--compression", choices=["gzip", "snappy", "lz4", "zstd"], help="producer compression"
+    )
     s.add_argument("--quiet", action="store_true", help="no progress on stderr")
     s.set_defaults(func=cmd_run)
 
@@ -74,9 +94,17 @@ def register(sub: Any) -> None:
 
     s = ss.add_parser("replay", help="publish a recording to Kafka at any speed (resumable)")
     s.add_argument("file", help="recording file")
-    s.add_argument("--speed", type=float, default=0.0, help="x real time; 0 = as fast as possible (default)")
-    s.add_argument("--resume", action="store_true", help="continue after the last checkpoint (FILE.replay.json)")
-    s.add_argument("--compression", choices=["gzip", "snappy", "lz4", "zstd"], help="producer compression")
+    s.add_argument(
+        "--speed", type=float, default=0.0, help="x real time; 0 = as fast as possible (default)"
+    )
+    s.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue after the last checkpoint (FILE.replay.json)",
+    )
+    s.add_argument(
+        "--compression", choices=["gzip", "snappy", "lz4", "zstd"], help="producer compression"
+    )
     s.add_argument("--quiet", action="store_true", help="no progress on stderr")
     s.set_defaults(func=cmd_replay)
 
@@ -178,13 +206,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     total = None if sim.end == float("inf") else (sim.end - sim.start) / sim.tick_s
     progress = Progress(total=total, clock=clock, enabled=not args.quiet)
     try:
-        stats = run_live(sim, publisher, speed=speed, clock=clock, stop=stop,
-                         on_tick=lambda t, n: progress.update(n, readings=publisher.stats.readings))
+        stats = run_live(
+            sim,
+            publisher,
+            speed=speed,
+            clock=clock,
+            stop=stop,
+            on_tick=lambda t, n: progress.update(n, readings=publisher.stats.readings),
+        )
     finally:
         progress.close()
         publisher.close()
-    print(f"sim: published {stats.readings} readings in {stats.frames} frames, {stats.labels} labels"
-          + (" (stopped)" if stop.is_set() else ""), file=sys.stderr)
+    print(
+        f"sim: published {stats.readings} readings in {stats.frames} frames, {stats.labels} labels"
+        + (" (stopped)" if stop.is_set() else ""),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -225,19 +262,32 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = _settings(args)
     rec = Recording(args.file)
     h = rec.header
-    print(f"sim replay: {args.file}: {h['scenario']} seed={h['seed']}, {rec.total_ticks} ticks, "
-          f"{len(rec.labels)} labels; speed x{args.speed:g} -> {settings.kafka_bootstrap}", file=sys.stderr)
+    print(
+        f"sim replay: {args.file}: {h['scenario']} seed={h['seed']}, {rec.total_ticks} ticks, "
+        f"{len(rec.labels)} labels; speed x{args.speed:g} -> {settings.kafka_bootstrap}",
+        file=sys.stderr,
+    )
     clock = RealClock()
     publisher = Publisher(settings, compression=args.compression)
     progress = Progress(total=rec.total_ticks, clock=clock, enabled=not args.quiet)
     try:
-        stats, done = replay(args.file, publisher, speed=args.speed, clock=clock, stop=stop,
-                             resume=args.resume, progress=progress)
+        stats, done = replay(
+            args.file,
+            publisher,
+            speed=args.speed,
+            clock=clock,
+            stop=stop,
+            resume=args.resume,
+            progress=progress,
+        )
     finally:
         publisher.close()
     state = "stopped; continue with --resume" if stop.is_set() else "done"
-    print(f"sim replay: published {stats.readings} readings in {stats.frames} frames "
-          f"({done}/{rec.total_ticks} ticks, {state})", file=sys.stderr)
+    print(
+        f"sim replay: published {stats.readings} readings in {stats.frames} frames "
+        f"({done}/{rec.total_ticks} ticks, {state})",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -261,11 +311,16 @@ def cmd_city(args: argparse.Namespace) -> int:
         raise SimError(f"{src}: has no generate: block to scale")
     doc["generate"]["sensors"] = args.sensors
     out = Path(args.out)
-    out.write_text(f"# {src} scaled to {args.sensors} sensors by `citybrain sim city`\n"
-                   + yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+    out.write_text(
+        f"# {src} scaled to {args.sensors} sensors by `citybrain sim city`\n"
+        + yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+    )
     city = load_city(out)
-    print(f"{out}: {len(city.sensors)} sensors, {len(city.gateways)} gateways, "
-          f"{len(city.segments)} segments in {len(city.districts)} districts", file=sys.stderr)
+    print(
+        f"{out}: {len(city.sensors)} sensors, {len(city.gateways)} gateways, "
+        f"{len(city.segments)} segments in {len(city.districts)} districts",
+        file=sys.stderr,
+    )
     return 0
 
 

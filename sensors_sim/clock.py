@@ -4,7 +4,7 @@ The simulator itself runs on *event time* (simulated seconds); a clock only pace
 event time is released (``speed`` × real time, or as fast as possible) and stamps progress.
 
 >>> c = ManualClock(start=100.0)
->>> c.sleep(2.5); c.monotonic()
+>>> _ = c.sleep(2.5); c.monotonic()
 102.5
 """
 

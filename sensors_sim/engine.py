@@ -40,11 +40,25 @@ CHUNK_TARGET_S = 600
 
 #: decimals kept per metric: the sensors' resolution, and compact JSON
 DECIMALS: dict[str, int] = {
-    "flow_vph": 1, "speed_kmh": 1, "occupancy_pct": 2,
-    "pm25": 2, "pm10": 2, "no2": 2, "o3": 2, "so2": 2, "co": 3,
+    "flow_vph": 1,
+    "speed_kmh": 1,
+    "occupancy_pct": 2,
+    "pm25": 2,
+    "pm10": 2,
+    "no2": 2,
+    "o3": 2,
+    "so2": 2,
+    "co": 3,
     "noise_dba": 2,
-    "temp_c": 2, "humidity_pct": 1, "wind_ms": 2, "wind_dir_deg": 1, "rain_mmh": 2,
-    "inflow_m3h": 2, "pressure_bar": 3, "load_mw": 3, "voltage_kv": 3,
+    "temp_c": 2,
+    "humidity_pct": 1,
+    "wind_ms": 2,
+    "wind_dir_deg": 1,
+    "rain_mmh": 2,
+    "inflow_m3h": 2,
+    "pressure_bar": 3,
+    "load_mw": 3,
+    "voltage_kv": 3,
 }
 _KIND_ORDER = [k for d in KINDS.values() for k in d]
 
@@ -70,7 +84,9 @@ class Simulator:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         if start is None:
             start = parse_local_iso(scenario.start or DEFAULT_START, city.utc_offset_s)
-        if not (isinstance(start, (int, float)) and math.isfinite(start) and 0 <= start < 4_102_444_800):
+        if not (
+            isinstance(start, (int, float)) and math.isfinite(start) and 0 <= start < 4_102_444_800
+        ):
             raise ValueError(f"start must be epoch seconds in 1970..2100, got {start!r}")
         duration = scenario.duration_s if duration is None else float(duration)
         if not duration > 0:
@@ -90,9 +106,7 @@ class Simulator:
         self.incidents: list[Incident] = build_incidents(self.world)
         self._value_faults: dict[str, list[ValueFault]]
         self._delivery: dict[str, list[DeliveryFault]]
-        self._value_faults, self._delivery, fault_labels = build_faults(
-            self.world, self.cohorts
-        )
+        self._value_faults, self._delivery, fault_labels = build_faults(self.world, self.cohorts)
         labels = [lab for inc in self.incidents for lab in inc.labels] + fault_labels
         self.labels: list[Label] = sorted(labels, key=lambda lab: (lab.start, lab.id))
         self.generators: dict[str, Generator] = {
@@ -108,7 +122,9 @@ class Simulator:
                 if s.interval_s != iv:
                     raise SimError(f"gateway {g.id}: sensors with different intervals")
             if iv != int(iv) or iv < 1:
-                raise SimError(f"gateway {g.id}: interval_s={iv!r} must be a whole number of seconds >= 1")
+                raise SimError(
+                    f"gateway {g.id}: interval_s={iv!r} must be a whole number of seconds >= 1"
+                )
             groups.setdefault((g.kind, iv), []).append(gi)
         pos = self.world.sensor_pos
         out = []
@@ -144,7 +160,9 @@ class Simulator:
         return sum(c.n / c.interval for c in self.cohorts)
 
     # --- generation ----------------------------------------------------------------------------
-    def chunk(self, index: int) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]]:
+    def chunk(
+        self, index: int
+    ) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]]:
         """Readings of chunk ``index``: cohort key -> (times (T,), {metric: (T, n)}, present).
 
         ``present`` is ``None`` or a (T, n) mask of readings that exist (dropouts are False).
@@ -155,7 +173,9 @@ class Simulator:
         for co in self.cohorts:
             rows = int(self.chunk_s // co.interval)
             t = t0 + np.arange(rows, dtype=np.float64) * co.interval
-            rng = np.random.default_rng([STREAM_NOISE, self.seed, zlib.crc32(co.key.encode()), index])
+            rng = np.random.default_rng(
+                [STREAM_NOISE, self.seed, zlib.crc32(co.key.encode()), index]
+            )
             arrays = self.generators[co.key].generate(t, rng)
             for m, a in arrays.items():
                 _, lo, hi = METRIC_INFO[m]
@@ -234,9 +254,18 @@ class Simulator:
                 sel = np.flatnonzero(keep[lo:hi]) + lo
                 if not len(sel):
                     continue
-                frame = Frame(gid, domain, ts[sel], ids[sel], seq[sel], {m: v[sel] for m, v in row.items()})
+                frame = Frame(
+                    gid, domain, ts[sel], ids[sel], seq[sel], {m: v[sel] for m, v in row.items()}
+                )
             else:
-                frame = Frame(gid, domain, ts[lo:hi], ids[lo:hi], seq[lo:hi], {m: v[lo:hi] for m, v in row.items()})
+                frame = Frame(
+                    gid,
+                    domain,
+                    ts[lo:hi],
+                    ids[lo:hi],
+                    seq[lo:hi],
+                    {m: v[lo:hi] for m, v in row.items()},
+                )
             faults = delivery.get(gid)
             if faults is None:
                 frames.append(frame)
@@ -248,7 +277,9 @@ class Simulator:
                 if f.type == "duplicate":
                     frames.append(frame)
                 elif f.type == "late":
-                    pending.setdefault(tick + max(1, math.ceil(f.delay_s / self.tick_s)), []).append(frame)
+                    pending.setdefault(
+                        tick + max(1, math.ceil(f.delay_s / self.tick_s)), []
+                    ).append(frame)
                     held = True
                 elif f.type == "out_of_order" and slot % 2 == 0:
                     pending.setdefault(tick + int(co.interval // self.tick_s), []).append(frame)

@@ -35,7 +35,9 @@ class ValueFault:
     sign: float = 1.0
     stuck: dict[str, float] | None = field(default=None)
 
-    def apply(self, t: np.ndarray, arrays: dict[str, np.ndarray], present: np.ndarray, interval: float) -> None:
+    def apply(
+        self, t: np.ndarray, arrays: dict[str, np.ndarray], present: np.ndarray, interval: float
+    ) -> None:
         rows = np.flatnonzero((t >= self.start) & (t <= self.end))
         if not len(rows):
             return
@@ -115,7 +117,10 @@ def build_faults(
                 pool = [g.id for g in city.gateways if spec.kind in (None, g.kind)]
                 if spec.count > len(pool):
                     raise fail("count", spec.count, f"only {len(pool)} gateways to choose from")
-                targets = [pool[j] for j in sorted(rng.choice(len(pool), spec.count, replace=False).tolist())]
+                targets = [
+                    pool[j]
+                    for j in sorted(rng.choice(len(pool), spec.count, replace=False).tolist())
+                ]
             for k, gid in enumerate(targets):
                 gw = gateways[gid]
                 iv = gw.sensors[0].interval_s
@@ -124,12 +129,21 @@ def build_faults(
                 end = t0 + spec.duration_s
                 lab = Label(
                     f"{spec.type}-{i + 1}" + (f".{k + 1}" if len(targets) > 1 else ""),
-                    spec.type, t0, end, tuple(s.id for s in gw.sensors), gw.district,
-                    {"gateway": gid, **({"delay_s": spec.params["delay"]} if spec.type == "late" else {})},
+                    spec.type,
+                    t0,
+                    end,
+                    tuple(s.id for s in gw.sensors),
+                    gw.district,
+                    {
+                        "gateway": gid,
+                        **({"delay_s": spec.params["delay"]} if spec.type == "late" else {}),
+                    },
                 )
                 labels.append(lab)
                 delivery.setdefault(gid, []).append(
-                    DeliveryFault(spec.type, lab, gid, t0, end, float(spec.params.get("delay", 0.0)))
+                    DeliveryFault(
+                        spec.type, lab, gid, t0, end, float(spec.params.get("delay", 0.0))
+                    )
                 )
             continue
 
@@ -140,7 +154,11 @@ def build_faults(
                     raise fail("sensors", s, "unknown sensor")
                 chosen.append(world.sensor_pos[s])
         else:
-            pool_a = np.flatnonzero(world.sensor_kind == spec.kind) if spec.kind else np.arange(len(city.sensors))
+            pool_a = (
+                np.flatnonzero(world.sensor_kind == spec.kind)
+                if spec.kind
+                else np.arange(len(city.sensors))
+            )
             if spec.count > len(pool_a):
                 raise fail("count", spec.count, f"only {len(pool_a)} sensors to choose from")
             chosen = sorted(rng.choice(pool_a, spec.count, replace=False).tolist())
@@ -157,7 +175,12 @@ def build_faults(
                 detail["metric"] = metric
             lab = Label(
                 f"{spec.type}-{i + 1}" + (f".{k + 1}" if len(chosen) > 1 else ""),
-                spec.type, t0, end, (sensor.id,), sensor.district, detail,
+                spec.type,
+                t0,
+                end,
+                (sensor.id,),
+                sensor.district,
+                detail,
             )
             labels.append(lab)
             value.setdefault(co.key, []).append(
@@ -166,7 +189,9 @@ def build_faults(
     return value, delivery, labels
 
 
-def _pick_start(at: object, world: World, horizon: float, duration: float, rng: np.random.Generator) -> float:
+def _pick_start(
+    at: object, world: World, horizon: float, duration: float, rng: np.random.Generator
+) -> float:
     from sensors_sim.scenario import TimeSpec
 
     assert isinstance(at, TimeSpec)

@@ -32,7 +32,9 @@ def wave_speed(cap: np.ndarray, vf: np.ndarray, lanes: np.ndarray) -> np.ndarray
     return (cap / lanes) / (K_JAM - critical_density(cap, vf, lanes))
 
 
-def congested(q: np.ndarray, cap: np.ndarray, vf: np.ndarray, lanes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def congested(
+    q: np.ndarray, cap: np.ndarray, vf: np.ndarray, lanes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(density veh/km over all lanes, speed km/h) on the congested branch at flow ``q``."""
     w = wave_speed(cap, vf, lanes)
     q = np.minimum(q, cap)
@@ -46,7 +48,9 @@ def occupancy(k: np.ndarray, lanes: np.ndarray) -> np.ndarray:
     return np.clip(k / lanes * L_EFF_M / 10.0, 0.0, 100.0)
 
 
-def state(demand: np.ndarray, cap: np.ndarray, vf: np.ndarray, lanes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def state(
+    demand: np.ndarray, cap: np.ndarray, vf: np.ndarray, lanes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(flow, speed, density) for a demand: free flow up to capacity; beyond it the section is
     oversaturated and runs on the congested branch at flow ``cap / x`` (x = demand/capacity),
     continuous at x = 1."""

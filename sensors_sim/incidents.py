@@ -69,7 +69,15 @@ class Incident:
         return None
 
     # --- helpers ----------------------------------------------------------------------------
-    def _label(self, suffix: str, start: float, end: float, sensors: np.ndarray, district: str, **detail: object) -> None:
+    def _label(
+        self,
+        suffix: str,
+        start: float,
+        end: float,
+        sensors: np.ndarray,
+        district: str,
+        **detail: object,
+    ) -> None:
         ids = tuple(self.world.city.sensors[i].id for i in sorted(set(sensors.tolist())))
         self.labels.append(
             Label(f"{self.id}{suffix}", self.spec.type, start, end, ids, district, dict(detail))
@@ -169,7 +177,11 @@ class Crash(Incident):
                 if front[i] >= length:
                     end_i = i
                     break
-        self.times, self.tail, self.front = times[: end_i + 1], tail[: end_i + 1], front[: end_i + 1]
+        self.times, self.tail, self.front = (
+            times[: end_i + 1],
+            tail[: end_i + 1],
+            front[: end_i + 1],
+        )
         self.end = max(float(self.times[-1]), self.clear)
         self.queue_max_km = float(self.tail.max())
 
@@ -186,12 +198,20 @@ class Crash(Incident):
             shown[cols] = np.any(eff[0] | eff[1] | eff[2] | eff[3] | eff[4], axis=0)
         self.sens, self.dist, self.on0 = sens_a[shown], dist_a[shown], on0_a[shown]
         self._label(
-            "", self.start, self.end, self.sens, world.district_ids[world.seg_district[seg]],
-            segment=world.city.segments[seg].id, severity=self.severity, clear=self.clear,
+            "",
+            self.start,
+            self.end,
+            self.sens,
+            world.district_ids[world.seg_district[seg]],
+            segment=world.city.segments[seg].id,
+            severity=self.severity,
+            clear=self.clear,
             queue_max_km=round(self.queue_max_km, 3),
         )
 
-    def _effect_masks(self, t: np.ndarray, u: np.ndarray, on0: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _effect_masks(
+        self, t: np.ndarray, u: np.ndarray, on0: np.ndarray
+    ) -> tuple[np.ndarray, ...]:
         """Boolean (T, m) masks: queue, discharge, approach, capped, downstream discharge."""
         alive = ((t >= self.start) & (t <= self.end))[:, None]
         tail = np.interp(t, self.times, self.tail)[:, None]
@@ -218,7 +238,9 @@ class Crash(Incident):
         if not ok.any():
             return
         cols = pos[ok]
-        queue, discharge, approach, capped, down_dis = self._effect_masks(t, self.dist[ok], self.on0[ok])
+        queue, discharge, approach, capped, down_dis = self._effect_masks(
+            t, self.dist[ok], self.on0[ok]
+        )
         cap, vf, lanes = self.cap, self.vf, self.lanes
         qs, vs, ks = q[:, cols], v[:, cols], k[:, cols]
         kq, vq = fd.congested(np.array(self.mu), cap, vf, lanes)
@@ -267,8 +289,13 @@ class Pollution(Incident):
         for d, s, e, mag in self.plan:
             sensors = self._kinds_in([d], ("air", "weather"))
             self._label(
-                f"/{world.district_ids[d]}", s, e, sensors, world.district_ids[d],
-                origin=world.district_ids[origin], pm_multiplier=round(1 + mag, 3),
+                f"/{world.district_ids[d]}",
+                s,
+                e,
+                sensors,
+                world.district_ids[d],
+                origin=world.district_ids[origin],
+                pm_multiplier=round(1 + mag, 3),
             )
 
     def episode(self, t: np.ndarray) -> np.ndarray | None:
@@ -291,7 +318,9 @@ class Burst(Incident):
         zones = sorted({str(z) for z in world.sensor_zone[meters] if z})
         if p["zone"] is not None:
             if p["zone"] not in zones:
-                raise self.fail("zone", p["zone"], f"unknown DMA zone (known: {', '.join(zones[:8])}, ...)")
+                raise self.fail(
+                    "zone", p["zone"], f"unknown DMA zone (known: {', '.join(zones[:8])}, ...)"
+                )
             zone = p["zone"]
         else:
             pool = zones
@@ -311,14 +340,29 @@ class Burst(Incident):
         pick = int(rng.choice(anchor))
         self.x, self.y = float(world.sensor_xy[pick, 0]), float(world.sensor_xy[pick, 1])
         self._label(
-            "", self.start, self.end, members, world.zone_district.get(zone, world.district_ids[0]),
-            zone=zone, flow_frac=self.frac, x=round(self.x, 3), y=round(self.y, 3),
+            "",
+            self.start,
+            self.end,
+            members,
+            world.zone_district.get(zone, world.district_ids[0]),
+            zone=zone,
+            flow_frac=self.frac,
+            x=round(self.x, 3),
+            y=round(self.y, 3),
         )
 
     def burst(self, t: np.ndarray) -> tuple[str, np.ndarray, float, float] | None:
         if not self.active(t):
             return None
-        env = envelope(t, [(self.start, 0.0), (self.start + 120.0, 1.0), (self.end - 300.0, 1.0), (self.end, 0.0)])
+        env = envelope(
+            t,
+            [
+                (self.start, 0.0),
+                (self.start + 120.0, 1.0),
+                (self.end - 300.0, 1.0),
+                (self.end, 0.0),
+            ],
+        )
         return self.zone, self.frac * env, self.x, self.y
 
 
@@ -342,14 +386,23 @@ class Heatwave(Incident):
         self.end = self.start + float(p["duration"])
         for d in ds:
             sensors = self._kinds_in([d], ("weather", "air", "power"))
-            self._label(f"/{world.district_ids[d]}", self.start, self.end, sensors, world.district_ids[d], delta_c=self.delta)
+            self._label(
+                f"/{world.district_ids[d]}",
+                self.start,
+                self.end,
+                sensors,
+                world.district_ids[d],
+                delta_c=self.delta,
+            )
 
     def temp_delta(self, t: np.ndarray) -> np.ndarray | None:
         if not self.active(t):
             return None
         from sensors_sim.profiles import daylight
 
-        env = trapezoid(t, self.start, self.end, self.ramp) * (0.6 + 0.4 * daylight(self.world.hour(t)))
+        env = trapezoid(t, self.start, self.end, self.ramp) * (
+            0.6 + 0.4 * daylight(self.world.hour(t))
+        )
         out = np.zeros((len(t), len(self.world.district_ids)))
         out[:, self.districts] = (self.delta * env)[:, None]
         return out
@@ -361,12 +414,16 @@ class Event(Incident):
     def __init__(self, spec: IncidentSpec, world: World, number: int) -> None:
         super().__init__(spec, world, number)
         p = spec.params
-        venues = {str(v.get("id")): v for v in world.city.extra.get("venues") or [] if isinstance(v, dict)}
+        venues = {
+            str(v.get("id")): v for v in world.city.extra.get("venues") or [] if isinstance(v, dict)
+        }
         x, y, radius = p["x"], p["y"], p["radius_km"]
         name = p["venue"]
         if name is not None:
             if name not in venues:
-                raise self.fail("venue", name, f"unknown venue (known: {', '.join(venues) or 'none'})")
+                raise self.fail(
+                    "venue", name, f"unknown venue (known: {', '.join(venues) or 'none'})"
+                )
             v = venues[name]
             x = float(v["x"]) if x is None else x
             y = float(v["y"]) if y is None else y
@@ -378,19 +435,41 @@ class Event(Incident):
         self.doors, self.close = self.start, self.start + dur
         self.start, self.end = self.doors - arr, self.close + dep
         self.traffic_points = [
-            (self.start, 0.0), (self.doors - 0.15 * arr, 1.0), (self.doors + 900.0, 0.25),
-            (self.close, 0.25), (self.close + min(900.0, dep / 3), 1.2), (self.end, 0.0),
+            (self.start, 0.0),
+            (self.doors - 0.15 * arr, 1.0),
+            (self.doors + 900.0, 0.25),
+            (self.close, 0.25),
+            (self.close + min(900.0, dep / 3), 1.2),
+            (self.end, 0.0),
         ]
-        self.crowd_points = [(self.doors - 0.3 * arr, 0.0), (self.doors, 1.0), (self.close, 1.0), (self.close + 0.5 * dep, 0.0)]
+        self.crowd_points = [
+            (self.doors - 0.3 * arr, 0.0),
+            (self.doors, 1.0),
+            (self.close, 1.0),
+            (self.close + 0.5 * dep, 0.0),
+        ]
         seg_d = np.hypot(world.seg_mid[:, 0] - self.x, world.seg_mid[:, 1] - self.y)
         self.segs = np.flatnonzero(seg_d <= self.radius)
         loops = np.flatnonzero(np.isin(world.sensor_segment, self.segs))
         sd = np.hypot(world.sensor_xy[:, 0] - self.x, world.sensor_xy[:, 1] - self.y)
-        self.env_sensors = np.flatnonzero((sd <= self.radius) & np.isin(world.sensor_kind, ("noise", "air")))
-        district = world.district_ids[int(world.sensor_district[int(np.argmin(sd))])] if len(sd) else ""
+        self.env_sensors = np.flatnonzero(
+            (sd <= self.radius) & np.isin(world.sensor_kind, ("noise", "air"))
+        )
+        district = (
+            world.district_ids[int(world.sensor_district[int(np.argmin(sd))])] if len(sd) else ""
+        )
         self._label(
-            "", self.start, self.end, np.concatenate([loops, self.env_sensors]), district,
-            venue=name, x=self.x, y=self.y, radius_km=self.radius, doors=self.doors, close=self.close,
+            "",
+            self.start,
+            self.end,
+            np.concatenate([loops, self.env_sensors]),
+            district,
+            venue=name,
+            x=self.x,
+            y=self.y,
+            radius_km=self.radius,
+            doors=self.doors,
+            close=self.close,
         )
 
     def demand_factor(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _bump(h: np.ndarray, centre: float, width: float) -> np.ndarray:
+def _bump(h: np.ndarray, centre: float | np.ndarray, width: float | np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * ((h - centre) / width) ** 2)
 
 

@@ -69,7 +69,9 @@ class Progress:
             frac = min(self.done / self.total, 1.0)
             bar = "#" * int(frac * 30)
             eta = (self.total - self.done) / (self.done / elapsed) if self.done else 0.0
-            parts.append(f"[{bar:<30}] {frac * 100:5.1f}% {int(self.done)}/{int(self.total)} {self.what}")
+            parts.append(
+                f"[{bar:<30}] {frac * 100:5.1f}% {int(self.done)}/{int(self.total)} {self.what}"
+            )
             parts.append(f"eta {_hms(eta)}")
         else:
             parts.append(f"{int(self.done)} {self.what}")

@@ -49,7 +49,9 @@ def producer_config(
     if batch_size < 1024:
         raise ValueError(f"batch_size must be >= 1024, got {batch_size!r}")
     if compression not in (None, "gzip", "snappy", "lz4", "zstd"):
-        raise ValueError(f"compression must be None, gzip, snappy, lz4 or zstd, got {compression!r}")
+        raise ValueError(
+            f"compression must be None, gzip, snappy, lz4 or zstd, got {compression!r}"
+        )
     opts: dict[str, Any] = dict(settings.kafka_common())
     ctx = settings.ssl_context()
     if ctx is not None:
@@ -78,7 +80,9 @@ class PublishStats:
 class Publisher:
     """Sends frames and labels; owns its producer unless one is given."""
 
-    def __init__(self, settings: Any, *, producer: ProducerLike | None = None, **producer_opts: Any) -> None:
+    def __init__(
+        self, settings: Any, *, producer: ProducerLike | None = None, **producer_opts: Any
+    ) -> None:
         if producer is None:
             from kafka import KafkaProducer
             from kafka.errors import KafkaError
@@ -86,7 +90,9 @@ class Publisher:
             try:
                 producer = KafkaProducer(**producer_config(settings, **producer_opts))
             except KafkaError as exc:
-                raise SimError(f"cannot connect to Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+                raise SimError(
+                    f"cannot connect to Kafka at {settings.kafka_bootstrap}: {exc}"
+                ) from exc
         self.producer = producer
         self.topics = {d: settings.topic(f"readings.{d}") for d in DOMAINS}
         self.groundtruth = settings.topic("groundtruth")
@@ -128,7 +134,9 @@ class Publisher:
     def flush(self, timeout: float | None = None) -> None:
         self.producer.flush(timeout)
         if self.first_error is not None:
-            raise SimError(f"{self.stats.errors} message(s) could not be published: {self.first_error}")
+            raise SimError(
+                f"{self.stats.errors} message(s) could not be published: {self.first_error}"
+            )
 
     def close(self, timeout: float | None = 10.0) -> None:
         try:

@@ -84,7 +84,7 @@ def record(
     cctx = zstandard.ZstdCompressor(level=level)
     try:
         with open(tmp, "wb") as fh, cctx.stream_writer(fh, closefd=False) as out:
-            w = io.BufferedWriter(out, buffer_size=1 << 20)  # type: ignore[arg-type]
+            w = io.BufferedWriter(out, buffer_size=1 << 20)  # type: ignore[arg-type,type-var]
             w.write(b"H" + orjson.dumps(header) + b"\n")
             for lab in sim.labels:
                 w.write(b"L" + lab.to_json() + b"\n")
@@ -105,7 +105,9 @@ def record(
                 w.write(b"\n".join(parts) + b"\n")
                 stats.ticks += 1
                 if progress is not None:
-                    progress.update(stats.ticks if stats.ticks <= total else total, readings=stats.readings)
+                    progress.update(
+                        stats.ticks if stats.ticks <= total else total, readings=stats.readings
+                    )
             trailer = {"ticks": stats.ticks, "frames": stats.frames, "readings": stats.readings}
             w.write(b"E" + orjson.dumps(trailer) + b"\n")
             w.flush()
@@ -140,7 +142,9 @@ class Recording:
         try:
             first = next(lines)
         except (StopIteration, zstandard.ZstdError) as exc:
-            raise RecordingError(f"{self.path}: not a zstd-compressed citybrain recording ({exc})") from None
+            raise RecordingError(
+                f"{self.path}: not a zstd-compressed citybrain recording ({exc})"
+            ) from None
         if not first.startswith(b"H"):
             raise RecordingError(f"{self.path}: no recording header")
         try:
@@ -166,7 +170,7 @@ class Recording:
         if self.trailer is not None:
             return int(self.trailer["ticks"])
         h = self.header
-        return int(round((h["end"] - h["start"]) / h["tick_s"]))
+        return round((h["end"] - h["start"]) / h["tick_s"])
 
     def _lines(self) -> Iterator[bytes]:
         dctx = zstandard.ZstdDecompressor()
@@ -230,7 +234,9 @@ def replay(
         try:
             skip = int(orjson.loads(ck.read_bytes())["ticks_done"])
         except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise RecordingError(f"{ck}: unreadable checkpoint ({exc}); replay without --resume") from None
+            raise RecordingError(
+                f"{ck}: unreadable checkpoint ({exc}); replay without --resume"
+            ) from None
     labels = sorted(rec.labels, key=lambda lab: lab.start)
     done = 0
     last_ck = clock.monotonic()

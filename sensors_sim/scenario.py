@@ -29,7 +29,9 @@ from sensors_sim.labels import FAULT_TYPES, INCIDENT_TYPES
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "config" / "scenarios"
 
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+_DURATION = re.compile(
+    r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$"
+)
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
 _KINDS = ("loop", "air", "noise", "weather", "water_flow", "water_pressure", "power")
 
@@ -151,7 +153,7 @@ class Scenario:
 
 # --- parameter schemas ----------------------------------------------------------------------
 # name -> (type, default (... = required), check, message)
-_Check = tuple[type | tuple[type, ...], Any, Any, str]
+_Check = tuple[Any, Any, Any, str]  # (type or "duration", default, check, message)
 
 _POS = (lambda v: v > 0, "must be > 0")
 _FRAC = (lambda v: 0 < v <= 1, "must be in (0, 1]")
@@ -199,8 +201,17 @@ INCIDENT_PARAMS: dict[str, dict[str, _Check]] = {
 FAULT_PARAMS: dict[str, dict[str, _Check]] = {
     "stuck": {},
     "dropout": {},
-    "spike": {"magnitude": (float, 0.25, lambda v: 0 < v <= 1, "must be in (0, 1] (share of the metric's range)")},
-    "drift": {"rate": (float, 0.3, lambda v: v != 0 and abs(v) <= 5, "must be non-zero, |rate| <= 5")},
+    "spike": {
+        "magnitude": (
+            float,
+            0.25,
+            lambda v: 0 < v <= 1,
+            "must be in (0, 1] (share of the metric's range)",
+        )
+    },
+    "drift": {
+        "rate": (float, 0.3, lambda v: v != 0 and abs(v) <= 5, "must be non-zero, |rate| <= 5")
+    },
     "out_of_range": {},
     "duplicate": {},
     "out_of_order": {},
@@ -224,7 +235,11 @@ class _R:
             raise self.fail(path, d, "expected a mapping")
         for k in d:
             if k not in known:
-                raise self.fail(f"{path}.{k}" if path else str(k), d[k], f"unknown key (known: {', '.join(sorted(known))})")
+                raise self.fail(
+                    f"{path}.{k}" if path else str(k),
+                    d[k],
+                    f"unknown key (known: {', '.join(sorted(known))})",
+                )
         return d
 
     def value(self, d: dict[str, Any], key: str, path: str, spec: _Check) -> Any:
@@ -257,7 +272,17 @@ def parse_scenario(doc: Any, *, source: str = "<memory>", name: str | None = Non
     if doc is None:
         doc = {}
     d = r.keys(doc, "", _TOP)
-    sname = r.value(d, "name", "", (str, name or "scenario", lambda v: bool(re.match(r"^[A-Za-z0-9_.-]+$", v)), "must be letters, digits, _ . -"))
+    sname = r.value(
+        d,
+        "name",
+        "",
+        (
+            str,
+            name or "scenario",
+            lambda v: bool(re.match(r"^[A-Za-z0-9_.-]+$", v)),
+            "must be letters, digits, _ . -",
+        ),
+    )
     start = r.value(d, "start", "", (str, None, *_ANY))
     if start is not None:
         from sensors_sim.timeutil import parse_local_iso
@@ -281,7 +306,9 @@ def parse_scenario(doc: Any, *, source: str = "<memory>", name: str | None = Non
                 RainSpec(
                     at=at,
                     duration_s=r.value(item, "duration", p, ("duration", 3600.0, *_POS)),
-                    mmh=r.value(item, "mmh", p, (float, 3.0, lambda v: 0 < v <= 200, "must be in (0, 200]")),
+                    mmh=r.value(
+                        item, "mmh", p, (float, 3.0, lambda v: 0 < v <= 200, "must be in (0, 200]")
+                    ),
                 )
             )
         rain = "list"
@@ -290,11 +317,33 @@ def parse_scenario(doc: Any, *, source: str = "<memory>", name: str | None = Non
     else:
         raise r.fail("weather.rain", rain_raw, "expected 'auto', 'none' or a list of showers")
     weather = WeatherSpec(
-        temp_mean_c=r.value(w, "temp_mean_c", "weather", (float, 12.0, lambda v: -40 <= v <= 45, "must be in [-40, 45]")),
-        temp_amplitude_c=r.value(w, "temp_amplitude_c", "weather", (float, 4.0, lambda v: 0 <= v <= 20, "must be in [0, 20]")),
-        humidity_pct=r.value(w, "humidity_pct", "weather", (float, 72.0, lambda v: 5 <= v <= 100, "must be in [5, 100]")),
-        wind_ms=r.value(w, "wind_ms", "weather", (float, 4.0, lambda v: 0 <= v <= 40, "must be in [0, 40]")),
-        wind_dir_deg=r.value(w, "wind_dir_deg", "weather", (float, 250.0, lambda v: 0 <= v < 360, "must be in [0, 360)")),
+        temp_mean_c=r.value(
+            w,
+            "temp_mean_c",
+            "weather",
+            (float, 12.0, lambda v: -40 <= v <= 45, "must be in [-40, 45]"),
+        ),
+        temp_amplitude_c=r.value(
+            w,
+            "temp_amplitude_c",
+            "weather",
+            (float, 4.0, lambda v: 0 <= v <= 20, "must be in [0, 20]"),
+        ),
+        humidity_pct=r.value(
+            w,
+            "humidity_pct",
+            "weather",
+            (float, 72.0, lambda v: 5 <= v <= 100, "must be in [5, 100]"),
+        ),
+        wind_ms=r.value(
+            w, "wind_ms", "weather", (float, 4.0, lambda v: 0 <= v <= 40, "must be in [0, 40]")
+        ),
+        wind_dir_deg=r.value(
+            w,
+            "wind_dir_deg",
+            "weather",
+            (float, 250.0, lambda v: 0 <= v < 360, "must be in [0, 360)"),
+        ),
         rain=rain,
         showers=tuple(showers),
     )
@@ -309,14 +358,24 @@ def parse_scenario(doc: Any, *, source: str = "<memory>", name: str | None = Non
             raise r.fail(p, item, "expected a mapping")
         typ = item.get("type")
         if typ not in INCIDENT_PARAMS:
-            raise r.fail(f"{p}.type", typ, f"unknown incident type (known: {', '.join(INCIDENT_TYPES)})")
+            raise r.fail(
+                f"{p}.type", typ, f"unknown incident type (known: {', '.join(INCIDENT_TYPES)})"
+            )
         schema = INCIDENT_PARAMS[typ]
         r.keys(item, p, {"type", "at", *schema})
         at = _time(r, item, "at", p, allow_random=False)
         params = {k: r.value(item, k, p, spec) for k, spec in schema.items()}
-        if typ == "heatwave" and isinstance(params["districts"], str) and params["districts"] != "all":
+        if (
+            typ == "heatwave"
+            and isinstance(params["districts"], str)
+            and params["districts"] != "all"
+        ):
             params["districts"] = [params["districts"]]
-        if typ == "event" and params["venue"] is None and (params["x"] is None or params["y"] is None):
+        if (
+            typ == "event"
+            and params["venue"] is None
+            and (params["x"] is None or params["y"] is None)
+        ):
             raise r.fail(p, item, "an event needs a venue (id) or x and y")
         incidents.append(IncidentSpec(typ, at, params, p))
 
@@ -334,14 +393,26 @@ def parse_scenario(doc: Any, *, source: str = "<memory>", name: str | None = Non
         schema = FAULT_PARAMS[typ]
         r.keys(item, p, _FAULT_COMMON | set(schema))
         at = _time(r, item, "at", p, allow_random=True)
-        dur = r.value(item, "duration", p, ("duration", _FAULT_DEFAULT_DURATION.get(typ, 1800.0), *_NONNEG))
+        dur = r.value(
+            item, "duration", p, ("duration", _FAULT_DEFAULT_DURATION.get(typ, 1800.0), *_NONNEG)
+        )
         if dur == float("inf"):
             raise r.fail(f"{p}.duration", item.get("duration"), "must be finite")
-        kind = r.value(item, "kind", p, (str, None, lambda v: v in _KINDS, f"unknown kind (known: {', '.join(_KINDS)})"))
+        kind = r.value(
+            item,
+            "kind",
+            p,
+            (str, None, lambda v: v in _KINDS, f"unknown kind (known: {', '.join(_KINDS)})"),
+        )
         sensors = item.get("sensors") or []
         if not isinstance(sensors, list) or not all(isinstance(s, str) for s in sensors):
             raise r.fail(f"{p}.sensors", sensors, "expected a list of sensor ids")
-        count = r.value(item, "count", p, (int, len(sensors) or 1, lambda v: 1 <= v <= 100_000, "must be in [1, 100000]"))
+        count = r.value(
+            item,
+            "count",
+            p,
+            (int, len(sensors) or 1, lambda v: 1 <= v <= 100_000, "must be in [1, 100000]"),
+        )
         if sensors and count != len(sensors):
             raise r.fail(f"{p}.count", count, f"does not match the {len(sensors)} listed sensors")
         params = {k: r.value(item, k, p, spec) for k, spec in schema.items()}

@@ -27,22 +27,39 @@ def to_columns(frames: Iterable[Frame], domain: str) -> dict[str, np.ndarray]:
     for i, f in enumerate(frames):
         if f.domain == domain:
             groups.setdefault(tuple(f.metrics), []).append((i, f))
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("ts", "sensor_id", "seq", "gateway", "delivered", *metrics)}
+    cols: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("ts", "sensor_id", "seq", "gateway", "delivered", *metrics)
+    }
     for names, members in groups.items():
         lens = np.array([len(f) for _, f in members])
         n = int(lens.sum())
         cols["ts"].append(np.concatenate([np.asarray(f.ts, dtype=np.float64) for _, f in members]))
-        cols["sensor_id"].append(np.concatenate([np.asarray(f.sensor_id, dtype=object) for _, f in members]))
+        cols["sensor_id"].append(
+            np.concatenate([np.asarray(f.sensor_id, dtype=object) for _, f in members])
+        )
         cols["seq"].append(np.concatenate([np.asarray(f.seq, dtype=np.int64) for _, f in members]))
-        cols["gateway"].append(np.repeat(np.array([f.gateway for _, f in members], dtype=object), lens))
+        cols["gateway"].append(
+            np.repeat(np.array([f.gateway for _, f in members], dtype=object), lens)
+        )
         cols["delivered"].append(np.repeat(np.array([i for i, _ in members], dtype=np.int64), lens))
         for m in metrics:
             if m in names:
-                cols[m].append(np.concatenate([np.asarray(f.metrics[m], dtype=np.float64) for _, f in members]))
+                cols[m].append(
+                    np.concatenate([np.asarray(f.metrics[m], dtype=np.float64) for _, f in members])
+                )
             else:
                 cols[m].append(np.full(n, np.nan))
-    dtypes = {"ts": np.float64, "sensor_id": object, "seq": np.int64, "gateway": object, "delivered": np.int64}
-    out = {k: np.concatenate(v) if v else np.array([], dtype=dtypes.get(k, np.float64)) for k, v in cols.items()}
+    dtypes = {
+        "ts": np.float64,
+        "sensor_id": object,
+        "seq": np.int64,
+        "gateway": object,
+        "delivered": np.int64,
+    }
+    out = {
+        k: np.concatenate(v) if v else np.array([], dtype=dtypes.get(k, np.float64))
+        for k, v in cols.items()
+    }
     if len(groups) > 1:
         order = np.argsort(out["delivered"], kind="stable")
         out = {k: v[order] for k, v in out.items()}

@@ -29,9 +29,12 @@ STREAM_FAULT = 5
 def trait(ids: list[str] | np.ndarray, salt: str) -> np.ndarray:
     """A stable uniform [0, 1) number per id (crc32 of salt + id): a property of the city."""
     pre = salt.encode() + b"/"
-    return np.fromiter(
-        (zlib.crc32(pre + str(i).encode()) for i in ids), dtype=np.float64, count=len(ids)
-    ) / 2.0**32
+    return (
+        np.fromiter(
+            (zlib.crc32(pre + str(i).encode()) for i in ids), dtype=np.float64, count=len(ids)
+        )
+        / 2.0**32
+    )
 
 
 def envelope(t: np.ndarray, points: list[tuple[float, float]]) -> np.ndarray:
@@ -69,8 +72,12 @@ class World:
 
         self.district_ids = [d.id for d in city.districts]
         self.district_pos = {d: i for i, d in enumerate(self.district_ids)}
-        cx = np.array([np.mean([p[0] for p in d.polygon[:-1] or d.polygon]) for d in city.districts])
-        cy = np.array([np.mean([p[1] for p in d.polygon[:-1] or d.polygon]) for d in city.districts])
+        cx = np.array(
+            [np.mean([p[0] for p in d.polygon[:-1] or d.polygon]) for d in city.districts]
+        )
+        cy = np.array(
+            [np.mean([p[1] for p in d.polygon[:-1] or d.polygon]) for d in city.districts]
+        )
         self.district_xy = np.stack([cx, cy], axis=1)
         centre = self.district_xy.mean(axis=0)
         dist = np.hypot(cx - centre[0], cy - centre[1])
@@ -105,9 +112,11 @@ class World:
         sensors = city.sensors
         self.sensor_pos = {s.id: i for i, s in enumerate(sensors)}
         self.sensor_xy = np.array([(s.x, s.y) for s in sensors], dtype=np.float64).reshape(-1, 2)
-        self.sensor_district = np.array([self.district_pos[s.district] for s in sensors], dtype=np.int64)
+        self.sensor_district = np.array(
+            [self.district_pos[s.district] for s in sensors], dtype=np.int64
+        )
         self.sensor_segment = np.array(
-            [self.seg_pos[s.segment] if s.segment in self.seg_pos else -1 for s in sensors],
+            [self.seg_pos.get(s.segment or "", -1) for s in sensors],
             dtype=np.int64,
         )
         self.sensor_kind = np.array([s.kind for s in sensors], dtype=object)
@@ -259,14 +268,18 @@ class World:
         w = self.scenario.weather
         h = self.hour(t)
         ph = self.w_phase
-        base = w.wind_ms * (0.7 + 0.55 * profiles.daylight(h)) * (
-            1.0 + 0.3 * np.sin(2 * np.pi * t / (3.1 * DAY) + ph[2])
+        base = (
+            w.wind_ms
+            * (0.7 + 0.55 * profiles.daylight(h))
+            * (1.0 + 0.3 * np.sin(2 * np.pi * t / (3.1 * DAY) + ph[2]))
         )
         return np.maximum(base + 0.4 * self.rain(t), 0.0)
 
     def wind_dir(self, t: np.ndarray) -> np.ndarray:
         w = self.scenario.weather
-        return (w.wind_dir_deg + 45.0 * np.sin(2 * np.pi * t / (2.1 * DAY) + self.w_phase[3])) % 360.0
+        return (
+            w.wind_dir_deg + 45.0 * np.sin(2 * np.pi * t / (2.1 * DAY) + self.w_phase[3])
+        ) % 360.0
 
     def mixing(self, t: np.ndarray) -> np.ndarray:
         """Atmospheric mixing in (0, 1]: low at night (inversions), high in the afternoon."""

@@ -5,7 +5,11 @@ from __future__ import annotations
 from sensors_sim.generators.base import Cohort, Generator
 from sensors_sim.generators.environment import AirGenerator, NoiseGenerator, WeatherGenerator
 from sensors_sim.generators.traffic import LoopGenerator
-from sensors_sim.generators.utility import PowerGenerator, WaterFlowGenerator, WaterPressureGenerator
+from sensors_sim.generators.utility import (
+    PowerGenerator,
+    WaterFlowGenerator,
+    WaterPressureGenerator,
+)
 
 GENERATORS: dict[str, type[Generator]] = {
     "loop": LoopGenerator,

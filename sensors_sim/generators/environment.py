@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from sensors_sim.world import World
 
 
-def _crowds(incidents: list[Incident], cohort: Cohort, t: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _crowds(
+    incidents: list[Incident], cohort: Cohort, t: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(columns, traffic factor (T,), crowd (T,)) of the events near this cohort's sensors."""
     out = []
     for inc in incidents:
@@ -51,7 +53,9 @@ class AirGenerator:
         rain = w.rain(t)[:, None]
         temp = district_temperature(w, self.incidents, t)[:, self.district]
         heating = np.log1p(np.exp((14.0 - temp) / 3.0)) / 3.0 * profiles.heating_hours(h)[:, None]
-        pm25 = (5.0 + (6.0 * lt + 5.0 * heating) / np.maximum(vent, 0.06) ** 0.7) / (1.0 + 0.3 * rain)
+        pm25 = (5.0 + (6.0 * lt + 5.0 * heating) / np.maximum(vent, 0.06) ** 0.7) / (
+            1.0 + 0.3 * rain
+        )
         pm10 = 1.5 * pm25 + 3.0 + 4.0 * lt
         no2 = 9.0 + 38.0 * lt / np.maximum(vent, 0.25) ** 0.5
         co = 0.2 + 0.7 * lt / np.maximum(vent, 0.25) ** 0.5
@@ -113,7 +117,9 @@ class WeatherGenerator:
         temp_d = district_temperature(w, self.incidents, t)[:, self.district]
         rain = w.rain(t)[:, None]
         temp = temp_d + self.t_off[None, :] + 0.15 * eps[0]
-        humidity = wx.humidity_pct - 2.5 * (temp_d - wx.temp_mean_c) + 12.0 * np.minimum(rain, 2.0) / 2.0
+        humidity = (
+            wx.humidity_pct - 2.5 * (temp_d - wx.temp_mean_c) + 12.0 * np.minimum(rain, 2.0) / 2.0
+        )
         humidity = np.clip(humidity + 1.5 * eps[1], 5.0, 100.0)
         wind = w.wind(t)[:, None] * self.exposure[None, :]
         ep = episode(w, self.incidents, t)
@@ -121,7 +127,9 @@ class WeatherGenerator:
             wind = wind / (1.0 + 0.5 * ep[:, self.district])
         wind = np.maximum(wind * (1.0 + 0.12 * eps[2]), 0.0)
         wind_dir = (w.wind_dir(t)[:, None] + 8.0 * eps[3]) % 360.0
-        rain_m = np.where(rain > 0, np.maximum(rain * self.gauge[None, :] + 0.05 * eps[4], 0.0), 0.0)
+        rain_m = np.where(
+            rain > 0, np.maximum(rain * self.gauge[None, :] + 0.05 * eps[4], 0.0), 0.0
+        )
         return {
             "temp_c": temp,
             "humidity_pct": humidity,

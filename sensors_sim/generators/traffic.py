@@ -30,9 +30,15 @@ class LoopGenerator:
         if not len(world.seg_len):
             self.has_seg[:] = False
         # detectors without a segment get a typical 2-lane urban road
-        self.cap = np.where(self.has_seg, world.seg_cap[self.seg] if len(world.seg_len) else 0.0, 3600.0)
-        self.vf = np.where(self.has_seg, world.seg_free[self.seg] if len(world.seg_len) else 0.0, 50.0)
-        self.lanes = np.where(self.has_seg, world.seg_lanes[self.seg] if len(world.seg_len) else 0.0, 2.0)
+        self.cap = np.where(
+            self.has_seg, world.seg_cap[self.seg] if len(world.seg_len) else 0.0, 3600.0
+        )
+        self.vf = np.where(
+            self.has_seg, world.seg_free[self.seg] if len(world.seg_len) else 0.0, 50.0
+        )
+        self.lanes = np.where(
+            self.has_seg, world.seg_lanes[self.seg] if len(world.seg_len) else 0.0, 2.0
+        )
         ids = cohort.ids.tolist()
         self.flow_cal = 1.0 + 0.06 * (trait(ids, "flow-cal") - 0.5)
         self.speed_cal = 1.0 + 0.06 * (trait(ids, "speed-cal") - 0.5)
@@ -40,10 +46,7 @@ class LoopGenerator:
     def generate(self, t: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         w, n = self.world, self.cohort.n
         eps = rng.standard_normal((3, len(t), n))
-        if len(w.seg_len):
-            demand = w.demand(t, self.seg)
-        else:
-            demand = np.zeros((len(t), n))
+        demand = w.demand(t, self.seg) if len(w.seg_len) else np.zeros((len(t), n))
         if not self.has_seg.all():
             from sensors_sim import profiles
 

@@ -73,7 +73,9 @@ class WaterPressureGenerator:
             s = shape[:, 0][:, None]
             e = extra[:, None]
             near = np.exp(-np.hypot(self.xy[cols, 0] - x, self.xy[cols, 1] - y) / 0.6)[None, :]
-            p[:, cols] -= self.loss[cols][None, :] * ((s + e) ** 2 - s**2) + 0.5 * near * np.minimum(e, 1.0)
+            p[:, cols] -= self.loss[cols][None, :] * (
+                (s + e) ** 2 - s**2
+            ) + 0.5 * near * np.minimum(e, 1.0)
         return {"pressure_bar": np.maximum(p, 0.0) + 0.02 * eps[0]}
 
 
@@ -94,7 +96,9 @@ class PowerGenerator:
         temp = district_temperature(w, self.incidents, t)[:, self.district]
         cooling = np.log1p(np.exp((temp - 22.0) / 3.0))
         heating = 0.3 * np.log1p(np.exp((12.0 - temp) / 3.0))
-        frac = self.base[None, :] * shape + self.cool[None, :] * cooling + self.heat[None, :] * heating
+        frac = (
+            self.base[None, :] * shape + self.cool[None, :] * cooling + self.heat[None, :] * heating
+        )
         load = self.rating[None, :] * frac * (1.0 + 0.015 * eps[0])
         voltage = NOMINAL_KV * (1.035 - 0.075 * frac) + 0.02 * eps[1]
         return {"load_mw": load, "voltage_kv": voltage}

@@ -45,8 +45,14 @@ class Run:
         return self.sim.labels
 
 
-def run(sc: Scenario, *, seed: int = 1, sensors: int | None = SMALL, start: float | None = None,
-        duration: float | None = None) -> Run:
+def run(
+    sc: Scenario,
+    *,
+    seed: int = 1,
+    sensors: int | None = SMALL,
+    start: float | None = None,
+    duration: float | None = None,
+) -> Run:
     sim = Simulator(city(sensors), sc, seed=seed, start=start, duration=duration)
     frames, deliveries = [], []
     for t, fs in sim.ticks():
@@ -54,14 +60,24 @@ def run(sc: Scenario, *, seed: int = 1, sensors: int | None = SMALL, start: floa
         deliveries.extend([t] * len(fs))
     cols = {d: to_columns(frames, d) for d in ("traffic", "environment", "utility")}
     pos = sim.world.sensor_pos
-    for d, c in cols.items():
-        c["pos"] = np.fromiter((pos[s] for s in c["sensor_id"]), dtype=np.int64, count=len(c["sensor_id"]))
-        c["delivered_at"] = np.asarray(deliveries, dtype=np.float64)[c["delivered"]] if len(c["delivered"]) else np.array([])
+    for _d, c in cols.items():
+        c["pos"] = np.fromiter(
+            (pos[s] for s in c["sensor_id"]), dtype=np.int64, count=len(c["sensor_id"])
+        )
+        c["delivered_at"] = (
+            np.asarray(deliveries, dtype=np.float64)[c["delivered"]]
+            if len(c["delivered"])
+            else np.array([])
+        )
     return Run(sim, frames, np.asarray(deliveries), cols)
 
 
 def metric_names(c: dict[str, np.ndarray]) -> list[str]:
-    return [k for k in c if k not in ("ts", "sensor_id", "seq", "gateway", "delivered", "delivered_at", "pos")]
+    return [
+        k
+        for k in c
+        if k not in ("ts", "sensor_id", "seq", "gateway", "delivered", "delivered_at", "pos")
+    ]
 
 
 def in_labels(c: dict[str, np.ndarray], labels: list[Label], city_: City) -> np.ndarray:

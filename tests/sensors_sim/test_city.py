@@ -83,7 +83,7 @@ def test_bad_generate_block_names_key_and_value(change: dict, needle: str) -> No
 
     doc = yaml.safe_load(DEFAULT_CITY.read_text())
     doc["generate"].update(change)
-    with pytest.raises(ConfigError, match="city.yaml") as exc:
+    with pytest.raises(ConfigError, match=r"city\.yaml") as exc:
         parse_city(doc, source="config/city.yaml")
     assert needle in str(exc.value)
 
@@ -92,8 +92,15 @@ def test_explicit_city_without_generate_still_loads() -> None:
     doc = {
         "name": "tiny",
         "districts": [{"id": "D1", "name": "One", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]]}],
-        "gateways": [{"id": "G1", "kind": "power", "district": "D1", "interval_s": 15,
-                      "sensors": [{"id": "S1", "x": 0.5, "y": 0.5, "zone": "SUB1"}]}],
+        "gateways": [
+            {
+                "id": "G1",
+                "kind": "power",
+                "district": "D1",
+                "interval_s": 15,
+                "sensors": [{"id": "S1", "x": 0.5, "y": 0.5, "zone": "SUB1"}],
+            }
+        ],
     }
     city = parse_city(doc)
     assert city.sensors[0].zone == "SUB1"

@@ -19,7 +19,13 @@ def test_scenarios_lists_them(capsys: pytest.CaptureFixture[str]) -> None:
 def test_labels_and_bad_scenario(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["sim", "labels", "--scenario", "bad_day", "--seed", "3", "--sensors", "1500"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert {orjson.loads(x)["type"] for x in lines} >= {"crash", "pollution", "burst", "event", "stuck"}
+    assert {orjson.loads(x)["type"] for x in lines} >= {
+        "crash",
+        "pollution",
+        "burst",
+        "event",
+        "stuck",
+    }
     bad = tmp_path / "bad.yaml"
     bad.write_text("incidents:\n  - {type: crash, at: '08:00', severity: 2}\n")
     assert main(["sim", "labels", "--scenario", str(bad)]) == 2
@@ -27,10 +33,27 @@ def test_labels_and_bad_scenario(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert "bad.yaml" in err and "severity=2.0" in err
 
 
-def test_record_writes_a_replayable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_record_writes_a_replayable_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "r.cbr"
-    rc = main(["sim", "record", "--scenario", "rush_hour_crash", "--seed", "2", "--duration", "20m",
-               "--sensors", "1500", "--out", str(out), "--quiet"])
+    rc = main(
+        [
+            "sim",
+            "record",
+            "--scenario",
+            "rush_hour_crash",
+            "--seed",
+            "2",
+            "--duration",
+            "20m",
+            "--sensors",
+            "1500",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     assert "readings" in capsys.readouterr().err
     rec = Recording(out)

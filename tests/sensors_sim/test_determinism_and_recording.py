@@ -76,7 +76,7 @@ def test_record_replays_to_the_same_frames(tmp_path: Path) -> None:
 def test_bad_recordings_fail_clearly(tmp_path: Path) -> None:
     bad = tmp_path / "bad.cbr"
     bad.write_bytes(b"not zstd at all")
-    with pytest.raises(RecordingError, match="bad.cbr"):
+    with pytest.raises(RecordingError, match=r"bad\.cbr"):
         Recording(bad)
     with pytest.raises(RecordingError, match="no such recording"):
         Recording(tmp_path / "missing.cbr")
@@ -114,13 +114,20 @@ def test_run_live_paces_event_time_and_publishes_labels_first() -> None:
     # 3 h of event time at x60 = 3 minutes of (fake) wall time
     assert clock.monotonic() == pytest.approx((s.end - s.start - s.tick_s) / 60.0, abs=0.3)
     topics = {t for t, _, _ in prod.sent}
-    assert topics == {"t.readings.traffic", "t.readings.environment", "t.readings.utility", "t.groundtruth"}
+    assert topics == {
+        "t.readings.traffic",
+        "t.readings.environment",
+        "t.readings.utility",
+        "t.groundtruth",
+    }
     gt = [i for i, (t, _, _) in enumerate(prod.sent) if t == "t.groundtruth"]
     assert stats.labels == len(gt) == 1
     lab = Label.from_json(prod.sent[gt[0]][2] or b"")
     assert lab == s.labels[0]
     # keys are gateway ids
-    assert all(k and k.decode() in s.city.gateway_index for t, k, _ in prod.sent if t != "t.groundtruth")
+    assert all(
+        k and k.decode() in s.city.gateway_index for t, k, _ in prod.sent if t != "t.groundtruth"
+    )
     assert prod.flushes >= 1
 
 
@@ -136,7 +143,14 @@ def test_run_live_stops_when_asked() -> None:
         if done == 10:
             stop.set()
 
-    run_live(sim("normal_day", duration=86400), pub, speed=0, clock=ManualClock(), stop=stop, on_tick=on_tick)
+    run_live(
+        sim("normal_day", duration=86400),
+        pub,
+        speed=0,
+        clock=ManualClock(),
+        stop=stop,
+        on_tick=on_tick,
+    )
     assert n == 10 and prod.flushes >= 1
 
 
@@ -157,8 +171,14 @@ def test_replay_publishes_the_recording_and_resumes(tmp_path: Path) -> None:
                 stop.set()
 
     first = Stopper()
-    _, done1 = replay(path, Publisher(settings(), producer=first), speed=0, clock=clock, stop=stop,
-                      checkpoint_every_s=0.0)
+    _, done1 = replay(
+        path,
+        Publisher(settings(), producer=first),
+        speed=0,
+        clock=clock,
+        stop=stop,
+        checkpoint_every_s=0.0,
+    )
     assert 0 < done1 < rstats.ticks
     assert checkpoint_path(path).exists()
     _, done2 = replay(path, Publisher(settings(), producer=prod), speed=0, clock=clock, resume=True)
@@ -167,8 +187,10 @@ def test_replay_publishes_the_recording_and_resumes(tmp_path: Path) -> None:
     expected = [encode(f) for fs in sim(duration=1800).steps() for f in fs]
     # nothing lost; what was sent after the last checkpoint may be sent twice (seq dedups it)
     assert set(frames_all) == set(expected)
-    assert frames_all[-len(prod.sent) + sum(t == "t.groundtruth" for t, _, _ in prod.sent):] == expected[-len(
-        [1 for t, _, _ in prod.sent if t != "t.groundtruth"]):]
+    assert (
+        frames_all[-len(prod.sent) + sum(t == "t.groundtruth" for t, _, _ in prod.sent) :]
+        == expected[-len([1 for t, _, _ in prod.sent if t != "t.groundtruth"]) :]
+    )
 
 
 def test_replay_at_speed_uses_the_clock(tmp_path: Path) -> None:

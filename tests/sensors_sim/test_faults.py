@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -30,7 +30,7 @@ DOC = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def runs() -> tuple[Run, Run]:
     sc = doc_scenario(DOC)
     clean = doc_scenario({k: v for k, v in DOC.items() if k != "faults"})
@@ -59,11 +59,15 @@ def test_every_fault_type_is_labelled() -> None:
 
 def test_value_faults_change_values_only_inside_their_labels() -> None:
     faulty, clean = runs()
-    labels = [lab for lab in faulty.labels if lab.type in ("stuck", "spike", "drift", "out_of_range")]
+    labels = [
+        lab for lab in faulty.labels if lab.type in ("stuck", "spike", "drift", "out_of_range")
+    ]
     for domain in faulty.cols:
         f, c = faulty.cols[domain], clean.cols[domain]
         kc = keyed(c)
-        rows = np.array([kc.get(k, -1) for k in zip(f["pos"].tolist(), f["seq"].tolist(), strict=True)])
+        rows = np.array(
+            [kc.get(k, -1) for k in zip(f["pos"].tolist(), f["seq"].tolist(), strict=True)]
+        )
         assert (rows >= 0).all()  # faults never invent readings
         diff = np.zeros(len(rows), dtype=bool)
         for m in metric_names(f):
@@ -79,7 +83,7 @@ def test_value_faults_change_values_only_inside_their_labels() -> None:
 def test_signatures_of_value_faults() -> None:
     faulty, _ = runs()
     city = faulty.sim.city
-    for domain, f in faulty.cols.items():
+    for _domain, f in faulty.cols.items():
         # out of range: only inside out_of_range labels, and in every one
         oor = np.zeros(len(f["ts"]), dtype=bool)
         for m in metric_names(f):
@@ -133,7 +137,9 @@ def test_dropouts_are_seq_gaps_inside_their_labels() -> None:
     for domain in faulty.cols:
         f, c = faulty.cols[domain], clean.cols[domain]
         have = set(zip(f["pos"].tolist(), f["seq"].tolist(), strict=True))
-        missing = np.array([k not in have for k in zip(c["pos"].tolist(), c["seq"].tolist(), strict=True)])
+        missing = np.array(
+            [k not in have for k in zip(c["pos"].tolist(), c["seq"].tolist(), strict=True)]
+        )
         labs = of_type(faulty, "dropout")
         covered = in_labels(c, labs, city)
         assert (missing == covered).all()  # exactly the labelled readings are missing
@@ -146,7 +152,7 @@ def test_delivery_faults() -> None:
         f = faulty.cols[domain]
         # duplicates: a (sensor, seq) delivered twice
         key = f["pos"] * 10_000_000 + (f["seq"] - f["seq"].min())
-        _, first, counts = np.unique(key, return_index=True, return_counts=True)
+        _, first, _counts = np.unique(key, return_index=True, return_counts=True)
         dup = np.zeros(len(key), dtype=bool)
         dup[np.setdiff1d(np.arange(len(key)), first)] = True
         labs = of_type(faulty, "duplicate")

@@ -9,12 +9,12 @@ signature is checked (queue spill-back, burst flow and pressure, overloaded feed
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
 
-from sensors_sim.scenario import IncidentSpec, Scenario
+from sensors_sim.scenario import Scenario
 from tests.sensors_sim.helpers import Run, in_labels, label_mask, metric_names, run, scenario
 
 
@@ -45,14 +45,16 @@ CASES = {
     "pollution": (shortened("pollution_episode", duration=4 * 3600.0, ramp=3600.0), 12 * 3600),
     "burst": (shortened("water_main_burst"), 9 * 3600),
     "heatwave": (
-        dataclasses.replace(shortened("heat_wave", duration=8 * 3600.0, ramp=2 * 3600.0), start="2026-07-13T06:00"),
+        dataclasses.replace(
+            shortened("heat_wave", duration=8 * 3600.0, ramp=2 * 3600.0), start="2026-07-13T06:00"
+        ),
         14 * 3600,
     ),
     "event": (scenario("stadium_event"), 12 * 3600),
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def get(kind: str) -> tuple[Run, Run]:
     sc, duration = CASES[kind]
     return pair(sc, duration)
@@ -75,7 +77,9 @@ def test_visible_exactly_where_labelled(case: tuple[str, Run, Run]) -> None:
         diff = changed(a, b, domain)
         covered = in_labels(c, labels, a.sim.city)
         outside = diff & ~covered
-        assert not outside.any(), f"{kind}: {outside.sum()} changed readings outside the labels, e.g. {c['sensor_id'][outside][:3]}"
+        assert not outside.any(), (
+            f"{kind}: {outside.sum()} changed readings outside the labels, e.g. {c['sensor_id'][outside][:3]}"
+        )
         for lab in labels:
             m = label_mask(c, lab, a.sim.city)
             reporting = set(np.unique(c["pos"][m]).tolist())
@@ -86,7 +90,7 @@ def test_visible_exactly_where_labelled(case: tuple[str, Run, Run]) -> None:
 
 
 def test_labels_are_well_formed(case: tuple[str, Run, Run]) -> None:
-    kind, a, _ = case
+    _kind, a, _ = case
     city = a.sim.city
     for lab in a.labels:
         assert lab.start < lab.end
@@ -124,7 +128,11 @@ def test_burst_raises_inflow_and_drops_pressure_in_its_dma() -> None:
     a, b = get("burst")
     lab = a.labels[0]
     c, d = a.cols["utility"], b.cols["utility"]
-    inside = np.isin(c["sensor_id"], lab.sensors) & (c["ts"] > lab.start + 600) & (c["ts"] < lab.end - 600)
+    inside = (
+        np.isin(c["sensor_id"], lab.sensors)
+        & (c["ts"] > lab.start + 600)
+        & (c["ts"] < lab.end - 600)
+    )
     flow = inside & ~np.isnan(c["inflow_m3h"])
     pres = inside & ~np.isnan(c["pressure_bar"])
     assert flow.any() and pres.any()
@@ -150,7 +158,7 @@ def test_heatwave_overloads_feeders() -> None:
 def test_pollution_episode_multiplies_pm_and_spreads() -> None:
     a, b = get("pollution")
     c, d = a.cols["environment"], b.cols["environment"]
-    origin = [lab for lab in a.labels if lab.district == lab.detail["origin"]][0]
+    origin = next(lab for lab in a.labels if lab.district == lab.detail["origin"])
     others = [lab for lab in a.labels if lab is not origin]
     assert others and all(lab.start > origin.start for lab in others)
     m = np.isin(c["sensor_id"], origin.sensors) & ~np.isnan(c["pm25"])

@@ -24,8 +24,14 @@ pytestmark = pytest.mark.services
 def _consume(bootstrap: str, topics: list[str], expected: int, timeout_s: float = 60.0) -> list:
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=2000)
+    consumer = KafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        consumer_timeout_ms=2000,
+    )
     out: list = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -67,11 +73,33 @@ def test_frames_and_labels_reach_kafka(kafka_bootstrap: str) -> None:
 
 def test_sim_run_stops_cleanly_on_sigterm(kafka_bootstrap: str) -> None:
     prefix = f"simtest{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "CITYBRAIN_KAFKA_BOOTSTRAP": kafka_bootstrap, "CITYBRAIN_TOPIC_PREFIX": prefix}
+    env = {
+        **os.environ,
+        "CITYBRAIN_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "CITYBRAIN_TOPIC_PREFIX": prefix,
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "citybrain", "sim", "run", "--scenario", "normal_day", "--seed", "1",
-         "--speed", "60", "--duration", "forever", "--sensors", "1000", "--quiet"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "citybrain",
+            "sim",
+            "run",
+            "--scenario",
+            "normal_day",
+            "--seed",
+            "1",
+            "--speed",
+            "60",
+            "--duration",
+            "forever",
+            "--sensors",
+            "1000",
+            "--quiet",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         time.sleep(8)

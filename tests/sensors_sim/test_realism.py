@@ -14,7 +14,9 @@ TINY = 400  # sensors, for the extra whole-day runs
 
 @pytest.fixture(scope="module")
 def day() -> Run:
-    return run(scenario("normal_day", weather=scenario("normal_day").weather.__class__(rain="none")))
+    return run(
+        scenario("normal_day", weather=scenario("normal_day").weather.__class__(rain="none"))
+    )
 
 
 def hourly(run_: Run, domain: str, metric: str, kinds_mask: np.ndarray | None = None) -> np.ndarray:
@@ -60,14 +62,21 @@ def test_weekend_has_no_morning_rush() -> None:
 
 def test_flow_speed_occupancy_lie_on_the_fundamental_diagram(day: Run) -> None:
     c = day.cols["traffic"]
-    lanes = np.array([city().segment_index[city().sensor_index[s].segment].lanes for s in c["sensor_id"]])
+    lanes = np.array(
+        [city().segment_index[city().sensor_index[s].segment].lanes for s in c["sensor_id"]]
+    )
     busy = c["flow_vph"] > 800  # 30-s counts of fewer vehicles are mostly counting noise
     implied = c["flow_vph"] / np.maximum(c["speed_kmh"], 1) / lanes * fd.L_EFF_M / 10  # q = k v
     ratio = c["occupancy_pct"][busy] / implied[busy]
     assert abs(np.median(ratio) - 1) < 0.03
     assert np.mean(np.abs(ratio - 1) < 0.25) > 0.9
     # free flow on a normal day: speed never far below the critical speed
-    vf = np.array([city().segment_index[city().sensor_index[s].segment].free_speed_kmh for s in c["sensor_id"]])
+    vf = np.array(
+        [
+            city().segment_index[city().sensor_index[s].segment].free_speed_kmh
+            for s in c["sensor_id"]
+        ]
+    )
     assert np.quantile(c["speed_kmh"] / vf, 0.001) > 0.6
     assert c["occupancy_pct"].max() < 40
 
@@ -80,7 +89,9 @@ def test_congested_branch_is_consistent_in_a_crash_queue() -> None:
     seg = city().segments[inc.seg]
     m = np.isin(c["sensor_id"], lab.sensors) & (c["speed_kmh"] < 0.4 * seg.free_speed_kmh)
     assert m.sum() > 100
-    k_expected, v_expected = fd.congested(np.array(inc.mu), seg.capacity_vph, seg.free_speed_kmh, seg.lanes)
+    k_expected, v_expected = fd.congested(
+        np.array(inc.mu), seg.capacity_vph, seg.free_speed_kmh, seg.lanes
+    )
     assert np.median(c["flow_vph"][m]) == pytest.approx(inc.mu, rel=0.1)
     assert np.median(c["speed_kmh"][m]) == pytest.approx(float(v_expected), rel=0.1)
     occ_expected = float(fd.occupancy(k_expected, seg.lanes))
@@ -119,10 +130,16 @@ def test_low_wind_and_inversion_build_up_pm() -> None:
 def test_rain_lowers_speeds() -> None:
     base = {"name": "x", "start": "2026-01-06T10:00", "duration": "2h"}
     dry = run(doc_scenario({**base, "weather": {"rain": "none"}}), sensors=TINY)
-    wet = run(doc_scenario({**base, "weather": {"rain": [{"at": "10:00", "duration": "2h", "mmh": 8}]}}), sensors=TINY)
+    wet = run(
+        doc_scenario({**base, "weather": {"rain": [{"at": "10:00", "duration": "2h", "mmh": 8}]}}),
+        sensors=TINY,
+    )
     t = dry.cols["traffic"]["ts"]
     mid = (t > dry.sim.start + 1800) & (t < dry.sim.start + 5400)
-    assert wet.cols["traffic"]["speed_kmh"][mid].mean() < 0.93 * dry.cols["traffic"]["speed_kmh"][mid].mean()
+    assert (
+        wet.cols["traffic"]["speed_kmh"][mid].mean()
+        < 0.93 * dry.cols["traffic"]["speed_kmh"][mid].mean()
+    )
     env = wet.cols["environment"]
     assert np.nanmax(env["rain_mmh"]) > 5
     assert np.nanmax(dry.cols["environment"]["rain_mmh"]) == 0
@@ -132,8 +149,12 @@ def test_temperature_drives_power_load() -> None:
     base = {"name": "x", "start": "2026-07-14T06:00", "duration": "12h"}
     mild = run(doc_scenario({**base, "weather": {"temp_mean_c": 18, "rain": "none"}}), sensors=TINY)
     hot = run(doc_scenario({**base, "weather": {"temp_mean_c": 30, "rain": "none"}}), sensors=TINY)
-    assert np.nanmean(hot.cols["utility"]["load_mw"]) > 1.15 * np.nanmean(mild.cols["utility"]["load_mw"])
-    assert np.nanmean(hot.cols["utility"]["voltage_kv"]) < np.nanmean(mild.cols["utility"]["voltage_kv"])
+    assert np.nanmean(hot.cols["utility"]["load_mw"]) > 1.15 * np.nanmean(
+        mild.cols["utility"]["load_mw"]
+    )
+    assert np.nanmean(hot.cols["utility"]["voltage_kv"]) < np.nanmean(
+        mild.cols["utility"]["voltage_kv"]
+    )
 
 
 def test_reporting_intervals_and_seq(day: Run) -> None:
@@ -145,7 +166,9 @@ def test_reporting_intervals_and_seq(day: Run) -> None:
             assert np.all(np.diff(ts) == iv), sid
             assert np.all(np.diff(seq) == 1), sid
             assert np.all(seq * iv == ts), sid
-        assert len(np.unique(c["sensor_id"])) == sum(1 for s in city().sensors if s.domain == domain)
+        assert len(np.unique(c["sensor_id"])) == sum(
+            1 for s in city().sensors if s.domain == domain
+        )
 
 
 def test_values_stay_physical_on_a_normal_day(day: Run) -> None:

@@ -10,8 +10,15 @@ from sensors_sim.errors import ScenarioError
 from sensors_sim.scenario import list_scenarios, load_scenario, parse_duration, parse_scenario
 from tests.sensors_sim.helpers import city
 
-REQUIRED = {"normal_day", "rush_hour_crash", "pollution_episode", "water_main_burst", "heat_wave",
-            "sensor_fault_storm", "bad_day"}
+REQUIRED = {
+    "normal_day",
+    "rush_hour_crash",
+    "pollution_episode",
+    "water_main_burst",
+    "heat_wave",
+    "sensor_fault_storm",
+    "bad_day",
+}
 
 
 def test_the_required_scenarios_exist_and_load() -> None:
@@ -37,14 +44,26 @@ def test_durations() -> None:
     [
         ("duration: soon\n", "duration='soon': expected a duration"),
         ("colour: red\n", "colour='red': unknown key"),
-        ("incidents:\n  - {type: meteor, at: '08:00'}\n", "incidents[0].type='meteor': unknown incident type"),
-        ("incidents:\n  - {type: crash, at: '08:00', severity: 1.5}\n", "incidents[0].severity=1.5: must be in (0, 1]"),
+        (
+            "incidents:\n  - {type: meteor, at: '08:00'}\n",
+            "incidents[0].type='meteor': unknown incident type",
+        ),
+        (
+            "incidents:\n  - {type: crash, at: '08:00', severity: 1.5}\n",
+            "incidents[0].severity=1.5: must be in (0, 1]",
+        ),
         ("incidents:\n  - {type: crash, at: '25:99'}\n", "incidents[0].at='25:99'"),
         ("incidents:\n  - {type: crash}\n", "incidents[0].at: missing"),
-        ("incidents:\n  - {type: crash, at: '08:00', lanes: 2}\n", "incidents[0].lanes=2: unknown key"),
+        (
+            "incidents:\n  - {type: crash, at: '08:00', lanes: 2}\n",
+            "incidents[0].lanes=2: unknown key",
+        ),
         ("faults:\n  - {type: stuck, at: random, count: 0}\n", "faults[0].count=0"),
         ("faults:\n  - {type: wobble, at: random}\n", "faults[0].type='wobble'"),
-        ("faults:\n  - {type: stuck, at: random, kind: loops}\n", "faults[0].kind='loops': unknown kind"),
+        (
+            "faults:\n  - {type: stuck, at: random, kind: loops}\n",
+            "faults[0].kind='loops': unknown kind",
+        ),
         ("weather:\n  wind_ms: -3\n", "weather.wind_ms=-3.0: must be in [0, 40]"),
         ("start: yesterday\n", "start='yesterday'"),
         ("- a list\n", "expected a mapping"),
@@ -66,19 +85,37 @@ def test_not_yaml_and_unknown_name(tmp_path: Path) -> None:
     path.write_text("incidents: [\n")
     with pytest.raises(ScenarioError, match="not valid YAML"):
         load_scenario(path)
-    with pytest.raises(ScenarioError, match="no such scenario.*normal_day"):
+    with pytest.raises(ScenarioError, match=r"no such scenario.*normal_day"):
         load_scenario("no_such_scenario")
 
 
 @pytest.mark.parametrize(
     ("doc", "needle"),
     [
-        ({"incidents": [{"type": "crash", "at": "08:00", "segment": "SEG99999"}]}, "incidents[0].segment='SEG99999': unknown segment"),
-        ({"incidents": [{"type": "burst", "at": "08:00", "zone": "DMA-X"}]}, "incidents[0].zone='DMA-X': unknown DMA zone"),
-        ({"incidents": [{"type": "event", "at": "08:00", "venue": "moon"}]}, "incidents[0].venue='moon': unknown venue"),
-        ({"incidents": [{"type": "heatwave", "at": "08:00", "districts": ["D99"]}]}, "incidents[0].districts='D99'"),
-        ({"faults": [{"type": "stuck", "at": "+1h", "sensors": ["NOPE"]}]}, "faults[0].sensors='NOPE': unknown sensor"),
-        ({"faults": [{"type": "stuck", "at": "+1h", "count": 99999, "kind": "weather"}]}, "faults[0].count=99999"),
+        (
+            {"incidents": [{"type": "crash", "at": "08:00", "segment": "SEG99999"}]},
+            "incidents[0].segment='SEG99999': unknown segment",
+        ),
+        (
+            {"incidents": [{"type": "burst", "at": "08:00", "zone": "DMA-X"}]},
+            "incidents[0].zone='DMA-X': unknown DMA zone",
+        ),
+        (
+            {"incidents": [{"type": "event", "at": "08:00", "venue": "moon"}]},
+            "incidents[0].venue='moon': unknown venue",
+        ),
+        (
+            {"incidents": [{"type": "heatwave", "at": "08:00", "districts": ["D99"]}]},
+            "incidents[0].districts='D99'",
+        ),
+        (
+            {"faults": [{"type": "stuck", "at": "+1h", "sensors": ["NOPE"]}]},
+            "faults[0].sensors='NOPE': unknown sensor",
+        ),
+        (
+            {"faults": [{"type": "stuck", "at": "+1h", "count": 99999, "kind": "weather"}]},
+            "faults[0].count=99999",
+        ),
     ],
 )
 def test_references_to_the_city_are_checked(doc: dict, needle: str) -> None:
@@ -90,8 +127,13 @@ def test_references_to_the_city_are_checked(doc: dict, needle: str) -> None:
 
 
 def test_times_resolve_against_the_local_day() -> None:
-    sc = parse_scenario({"name": "x", "start": "2026-01-05T06:00", "incidents": [
-        {"type": "burst", "at": "08:30"}, {"type": "burst", "at": "+15m"}]})
+    sc = parse_scenario(
+        {
+            "name": "x",
+            "start": "2026-01-05T06:00",
+            "incidents": [{"type": "burst", "at": "08:30"}, {"type": "burst", "at": "+15m"}],
+        }
+    )
     sim = Simulator(city(), sc, seed=1)
     starts = sorted(lab.start for lab in sim.labels)
     assert starts == [sim.start + 900, sim.start + 2.5 * 3600]
