@@ -70,19 +70,11 @@ def run_hub(settings: Settings, *, sink: bool = True, dashboard: bool = True) ->
     from werkzeug.serving import make_server
 
     stop = threading.Event()
+    failed = threading.Event()
     store = open_store(settings)
     log.info("store: %r (ClickHouse %s)", store, store.version())
     threads: list[threading.Thread] = []
-    server = None
-    if sink:
-        from streams.sink import Sink
-        from streams.topics import ensure_topics
-
-        ensure_topics(settings)
-        the_sink = Sink(settings, store)
-        t = threading.Thread(target=the_sink.run, args=(stop,), name="sink", daemon=True)
-        t.start()
-        threads.append(t)
+    server: Any = None
     if dashboard:
         from dashboards.app import create_app
 
@@ -91,6 +83,27 @@ def run_hub(settings: Settings, *, sink: bool = True, dashboard: bool = True) ->
         server = make_server(
             settings.dashboard_host, settings.dashboard_port, app.server, threaded=True
         )
+    if sink:
+        from streams.sink import Sink
+        from streams.topics import ensure_topics
+
+        ensure_topics(settings)
+        the_sink = Sink(settings, store)
+
+        def sink_main() -> None:
+            try:
+                the_sink.run(stop)
+            except Exception:
+                log.exception("the sink failed; stopping the process")
+                failed.set()
+                stop.set()
+                if server is not None:
+                    threading.Thread(target=server.shutdown, daemon=True).start()
+
+        t = threading.Thread(target=sink_main, name="sink", daemon=True)
+        t.start()
+        threads.append(t)
+    if server is not None:
         print(
             f"dashboard: http://{settings.dashboard_host}:{settings.dashboard_port}/", flush=True
         )
@@ -105,4 +118,4 @@ def run_hub(settings: Settings, *, sink: bool = True, dashboard: bool = True) ->
         for t in threads:
             t.join(timeout=30)
         store.close()
-    return 0
+    return 1 if failed.is_set() else 0

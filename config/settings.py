@@ -200,6 +200,7 @@ def load_settings(**overrides: Any) -> Settings:
         k for k in os.environ
         if k.startswith(ENV_PREFIX)
         and k != ENV_PREFIX + "CONFIG"
+        and not k.startswith(ENV_PREFIX + "TEST_")  # the test harness's own switches
         and k[len(ENV_PREFIX):].lower() not in Settings.model_fields
     )
     if unknown:

@@ -43,6 +43,25 @@ class Outputs:
     indicator_rows: int = 0
 
 
+def validate_frame(city: City, frame: Frame) -> None:
+    """Check a decoded frame against the city: known gateway, its sensors, its kind's metrics."""
+    g = city.gateway_index.get(frame.gateway)
+    if g is None:
+        raise FrameError("unknown_gateway", f"unknown gateway {frame.gateway!r}")
+    if frame.domain != g.domain or set(frame.metrics) != set(KINDS[g.domain][g.kind]):
+        raise FrameError(
+            "unknown_metrics",
+            f"gateway {g.id} is a {g.kind} gateway; frame has {frame.domain} "
+            f"metrics {sorted(frame.metrics)}",
+        )
+    local = {s.id for s in g.sensors}
+    unknown = [s for s in frame.sensor_id if s not in local]
+    if unknown:
+        raise FrameError(
+            "unknown_sensor", f"gateway {g.id}: unknown sensor(s) {sorted(set(unknown))[:5]}"
+        )
+
+
 class Processor:
     def __init__(
         self,
@@ -94,21 +113,7 @@ class Processor:
         )
 
     def validate(self, frame: Frame) -> None:
-        g = self.city.gateway_index.get(frame.gateway)
-        if g is None:
-            raise FrameError("unknown_gateway", f"unknown gateway {frame.gateway!r}")
-        if frame.domain != g.domain or set(frame.metrics) != set(KINDS[g.domain][g.kind]):
-            raise FrameError(
-                "unknown_metrics",
-                f"gateway {g.id} is a {g.kind} gateway; frame has {frame.domain} "
-                f"metrics {sorted(frame.metrics)}",
-            )
-        local = {s.id for s in g.sensors}
-        unknown = [s for s in frame.sensor_id if s not in local]
-        if unknown:
-            raise FrameError(
-                "unknown_sensor", f"gateway {g.id}: unknown sensor(s) {sorted(set(unknown))[:5]}"
-            )
+        validate_frame(self.city, frame)
 
     def process(self, messages: Iterable[Message]) -> Outputs:
         out = Outputs()

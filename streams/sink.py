@@ -22,11 +22,13 @@ import numpy as np
 from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
+from config.city import City, load_city
 from config.domains import DOMAIN_METRICS
 from config.settings import Settings
 from models.frame import FrameError, decode
 from store.base import Store, StoreError
 from streams.codecs import decode_indicators
+from streams.processor import validate_frame
 from streams.topics import READINGS
 
 log = logging.getLogger("citybrain.sink")
@@ -67,9 +69,14 @@ class _Buffer:
         self.since = None
 
 
-def frame_rows(raw: bytes, max_bytes: int) -> tuple[str, dict[str, np.ndarray]]:
-    """A readings frame as (table, columns) for its domain's wide table."""
+def frame_rows(raw: bytes, max_bytes: int, city: City) -> tuple[str, dict[str, np.ndarray]]:
+    """A valid readings frame as (table, columns) for its domain's wide table.
+
+    Invalid frames raise :class:`FrameError`: the worker dead-letters them, so the sink stores
+    exactly the readings the worker accepted (late readings included: raw data is the record).
+    """
     f = decode(raw, max_bytes=max_bytes)
+    validate_frame(city, f)
     n = len(f)
     cols: dict[str, np.ndarray] = {
         "ts": np.floor(f.ts).astype("datetime64[s]"),
@@ -112,6 +119,7 @@ class Sink:
         self._readings_topics = {settings.topic(t) for t in READINGS}
         self._indicators_topic = settings.topic("indicators")
         self.consumer: KafkaConsumer | None = None
+        self.city = load_city(settings.city_file)
 
     # -- consumer --------------------------------------------------------------------------------
     def _consumer(self) -> KafkaConsumer:
@@ -135,17 +143,26 @@ class Sink:
             def on_partitions_revoked(self, revoked: object) -> None:
                 # flush what we have so the next owner starts after it; if the store is down,
                 # drop the buffer: the new owner gets those messages again (at-least-once)
+                # Store what we hold so the next owner does not wait for it. No commit here:
+                # kafka-python 3 cannot commit from inside its rebalance callback; the next
+                # owner re-reads those messages and the tables de-duplicate them.
                 if sink.buffer.rows:
                     try:
-                        sink._flush()
-                    except StoreError as exc:
+                        sink._flush(commit=False)
+                    except Exception as exc:
                         log.warning("rebalance: could not flush (%s); dropping buffer", exc)
                         sink.buffer.clear()
 
             def on_partitions_assigned(self, assigned: object) -> None:
                 log.info("sink assigned %s", assigned)
 
-        consumer.subscribe([*sorted(self._readings_topics), self._indicators_topic], listener=_Listener())
+        topics = [*sorted(self._readings_topics), self._indicators_topic]
+        # Fetch the topics' metadata before joining the group. Joining first makes the leader
+        # assign nothing and rebalance again once metadata arrives; kafka-python 3.0 sometimes
+        # never completes that second rebalance (seen against Apache Kafka 4.1).
+        for t in topics:
+            consumer.partitions_for_topic(t)
+        consumer.subscribe(topics, listener=_Listener())
         return consumer
 
     # -- loop --------------------------------------------------------------------------------------
@@ -196,7 +213,7 @@ class Sink:
                 self.stats.messages += 1
                 try:
                     if tp.topic in self._readings_topics:
-                        table, cols = frame_rows(rec.value, self.settings.max_frame_bytes)
+                        table, cols = frame_rows(rec.value, self.settings.max_frame_bytes, self.city)
                     else:
                         table, cols = indicator_rows(rec.value)
                 except FrameError as exc:
@@ -214,7 +231,7 @@ class Sink:
             b.since is not None and self.clock() - b.since >= self.settings.sink_flush_s
         )
 
-    def _flush(self) -> None:
+    def _flush(self, *, commit: bool = True) -> None:
         if not self.buffer.rows:
             return
         tables = self.buffer.tables()
@@ -228,7 +245,7 @@ class Sink:
         self.stats.buffered_rows = 0
         self.stats.flushes += 1
         self.stats.last_flush_at = self.clock()
-        if self.consumer is not None:
+        if commit and self.consumer is not None:
             self.consumer.commit()
 
 
