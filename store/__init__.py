@@ -28,7 +28,10 @@ def open_store(settings: Settings, *, apply: bool = True) -> Store:
 
         store = EmbeddedStore(path=settings.chdb_path)
     if apply:
+        from config.city import load_city
+        from store.dimensions import load_dimensions
         from store.schema import apply_schema
 
         apply_schema(store)
+        load_dimensions(store, load_city(settings.city_file))
     return store
