@@ -96,6 +96,17 @@ class Settings(BaseSettings):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(8050, ge=1, le=65535)
     dashboard_refresh_s: float = Field(2.0, gt=0, le=3600)
+    dashboard_users_file: Path | None = Field(
+        None, description="YAML of dashboard users (name, role, password_hash); unset = demo, "
+        "no login, with a banner saying so"
+    )
+    dashboard_secret_key: SecretStr | None = Field(
+        None, description="signs login sessions; unset = random per process"
+    )
+    dashboard_stale_s: float = Field(
+        120.0, gt=0, le=86400, description="no new data for this long -> stale-data warning"
+    )
+    dashboard_lang: Literal["en", "zh"] = "en"
 
     # --- Runtime -------------------------------------------------------------------------------
     data_dir: Path = Path("var")
