@@ -213,7 +213,7 @@ class Supervisor:
         self._child(
             "sim",
             [*cb, "sim", "run", "--scenario", self.scenario, "--seed", str(self.seed),
-             "--speed", f"{self.speed:g}"],
+             "--speed", f"{self.speed:g}", "--duration", "forever"],
         )
         self.say(f"[5/5] ready. Dashboard: {url}")
         self.say(f"      logs: {self.logs}/<broker|hub|worker|sim>.log — Ctrl-C stops everything")

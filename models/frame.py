@@ -84,7 +84,7 @@ def _num_array(values: Any, name: str, dtype: type) -> np.ndarray:
     if not isinstance(values, list):
         raise FrameError("wrong_type", f"{name} must be a list, got {type(values).__name__}")
     try:
-        arr = np.asarray(values, dtype=dtype)
+        arr: np.ndarray = np.asarray(values, dtype=dtype)
     except (TypeError, ValueError):
         bad = next(
             (x for x in values if isinstance(x, bool) or not isinstance(x, (int, float))), None
