@@ -21,9 +21,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_CITY = ROOT / "tests" / "data" / "city_small.yaml"
-KAFKA = os.environ.get("CITYBRAIN_TEST_KAFKA", "127.0.0.1:39092")
-KAFKA_SASL = os.environ.get("CITYBRAIN_TEST_KAFKA_SASL", "127.0.0.1:39094")
-CLICKHOUSE = os.environ.get("CITYBRAIN_TEST_CLICKHOUSE", "127.0.0.1:39000")
+# the same ports scripts/services.py uses (override both with these variables)
+_KAFKA_PORT = int(os.environ.get("CITYBRAIN_TEST_KAFKA_PORT", "39092"))
+KAFKA = f"127.0.0.1:{_KAFKA_PORT}"
+KAFKA_SASL = f"127.0.0.1:{_KAFKA_PORT + 2}"
+CLICKHOUSE = f"127.0.0.1:{int(os.environ.get('CITYBRAIN_TEST_CLICKHOUSE_PORT', '39000'))}"
 REQUIRED = os.environ.get("CITYBRAIN_TEST_SERVICES") == "1"
 ARTIFACTS = ROOT / "test-artifacts"
 
