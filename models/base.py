@@ -219,8 +219,8 @@ class PerSensorState:
         idx = self.positions(snap["sensors"])
         for key in self._state_arrays:
             arr = getattr(self, key)
-            if len(idx) == 0:
-                continue
+            if len(idx) == 0 or key not in snap["state"]:
+                continue  # (a key added after the snapshot was taken keeps its initial value)
             vals = np.asarray(snap["state"][key], dtype=arr.dtype)
             if vals.shape != (len(idx), *arr.shape[1:]):
                 raise ModelsError(f"{name}: snapshot state {key!r} has shape {vals.shape}")

@@ -202,23 +202,7 @@ def run_stream(
 def _signals(
     city: CityModels, b: _Baseline, now: float, params: ModelParams
 ) -> dict[tuple[str, str], Signal]:
-    tb = city.table
-    fresh = (now - b.score_ts <= params.risk.stale_s) & ~np.isnan(b.score)
-    out: dict[tuple[str, str], Signal] = {}
-    for i in np.flatnonzero(fresh).tolist():
-        typ = ALERT_TYPE.get(tb.kind[i])
-        if typ is None:
-            continue
-        key = (str(tb.district[i]), typ)
-        sc = float(b.score[i])
-        hot = sc >= city.threshold[i]
-        cur = out.get(key, Signal(-1.0, 0, ()))
-        out[key] = Signal(
-            max(cur.strength, sc),
-            cur.n_sensors + int(hot),
-            cur.sensors + ((str(tb.ids[i]),) if hot else ()),
-        )
-    return out
+    return city.signals_of(now, b.score, b.score_ts, city.warmed(now))
 
 
 def score_alerts(

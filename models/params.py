@@ -73,6 +73,8 @@ class MultivariateParams:
     fit_after: int = 256
     refit_every_s: float = 21600.0
     buffer: int = 2048
+    calibration_scale: float = 3.0
+    min_sensor_windows: int = 6
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class AlertParams:
     resolve_after_s: float = 600.0
     escalate_after_s: float = 900.0
     min_sensors: int = 1
+    warmup_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "multivariate.fit_after": (2, 10**7, False),
     "multivariate.refit_every_s": (0, 10**8, True),
     "multivariate.buffer": (2, 10**7, False),
+    "multivariate.calibration_scale": (0, 1000, True),
+    "multivariate.min_sensor_windows": (1, 10**6, False),
     "health.stuck_readings": (2, 10**6, False),
     "health.dropout_intervals": (0, 10**6, True),
     "health.spike_k": (0, 10**6, True),
@@ -159,6 +164,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "alerts.resolve_after_s": (0, 10**8, False),
     "alerts.escalate_after_s": (0, 10**8, True),
     "alerts.min_sensors": (1, 10**6, False),
+    "alerts.warmup_s": (0, 10**8, False),
 }
 
 

@@ -57,7 +57,7 @@ def colour_of(risk: np.ndarray, cutoffs: dict[str, float]) -> np.ndarray:
 class DistrictRisk(PerSensorState):
     """Holds the latest score per sensor (global index of a :class:`~models.sensors.SensorTable`)."""
 
-    _state_arrays: ClassVar[tuple[str, ...]] = ("score", "score_ts")
+    _state_arrays: ClassVar[tuple[str, ...]] = ("score", "score_ts", "first_ts")
 
     def __init__(
         self,
@@ -77,6 +77,7 @@ class DistrictRisk(PerSensorState):
         n = len(self.ids)
         self.score = np.full(n, np.nan)
         self.score_ts = np.full(n, np.nan)
+        self.first_ts = np.full(n, np.nan)  # first reading seen (warm-up gating)
         dom = np.array(
             [{"traffic": 0, "environment": 1, "utility": 2}[_dom(k)] for k in table.kind.tolist()]
         )
@@ -86,7 +87,11 @@ class DistrictRisk(PerSensorState):
         return {"top_k": self.top_k, "stale_s": self.stale_s}
 
     def observe(self, sensor: np.ndarray, ts: np.ndarray, score: np.ndarray) -> None:
-        """Record scores (global indices); NaN scores are ignored, later readings win."""
+        """Record scores (global indices); NaN scores are ignored, later readings win.
+        Every reading, scored or not, starts its sensor's warm-up clock (``first_ts``)."""
+        new = np.isnan(self.first_ts[sensor])
+        if new.any():
+            np.fmin.at(self.first_ts, sensor[new], ts[new])
         ok = ~np.isnan(score)
         if not ok.any():
             return

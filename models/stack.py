@@ -145,6 +145,8 @@ class KindModels:
                 fit_after=p.multivariate.fit_after,
                 refit_every_s=p.multivariate.refit_every_s,
                 buffer=p.multivariate.buffer,
+                calibration_scale=p.multivariate.calibration_scale,
+                min_sensor_windows=p.multivariate.min_sensor_windows,
                 seed=seed,
             )
             if use_mv
@@ -297,14 +299,36 @@ class CityModels:
     def signals(self, now: float, quality: np.ndarray) -> dict[tuple[str, str], Signal]:
         """Alert signals per (district, type) from fresh scores of healthy sensors."""
         r = self.risk
-        fresh = (now - r.score_ts <= self.params.risk.stale_s) & ~np.isnan(r.score)
-        fresh &= ((quality & VALUE_FAULTS) == 0) & (self._type_code >= 0)
+        usable = ((quality & VALUE_FAULTS) == 0) & self.warmed(now)
+        return self.signals_of(now, r.score, r.score_ts, usable)
+
+    def warmed(self, now: float) -> np.ndarray:
+        """Per sensor (global): heard from for at least ``alerts.warmup_s`` of event time, so
+        its detectors have learned a baseline; younger sensors feed neither risk nor alerts."""
+        with np.errstate(invalid="ignore"):
+            return now - self.risk.first_ts >= self.params.alerts.warmup_s
+
+    def signals_of(
+        self,
+        now: float,
+        score: np.ndarray,
+        score_ts: np.ndarray,
+        usable: np.ndarray | None = None,
+    ) -> dict[tuple[str, str], Signal]:
+        """Alert signals per (district, type) from per-sensor ``score`` observed at
+        ``score_ts`` (global index); ``usable``: optional bool mask of trusted sensors.
+        Shared with the evaluation baselines so only the detectors differ."""
+        with np.errstate(invalid="ignore"):
+            fresh = (now - score_ts <= self.params.risk.stale_s) & ~np.isnan(score)
+        fresh &= self._type_code >= 0
+        if usable is not None:
+            fresh &= usable
         idx = np.flatnonzero(fresh)
         if idx.size == 0:
             return {}
         nt = len(self._types)
         key = self.table.district_code[idx] * nt + self._type_code[idx]
-        sc = r.score[idx]
+        sc = score[idx]
         hot = sc >= self.threshold[idx]
         strength = np.full(len(self.table.districts) * nt, -1.0)
         np.maximum.at(strength, key, sc)
@@ -329,7 +353,8 @@ class CityModels:
         ind_sub: dict[str, np.ndarray] = {}
         if "aqi" in indicators:
             ind_sub["environment"] = np.clip((indicators["aqi_district"] - 100.0) / 200.0, 0, 1)
-        risk = self.risk.assess(t, unhealthy=(q & VALUE_FAULTS) != 0, indicators=ind_sub)
+        unhealthy = ((q & VALUE_FAULTS) != 0) | ~self.warmed(t)
+        risk = self.risk.assess(t, unhealthy=unhealthy, indicators=ind_sub)
         events = self.alerts.update(t, self.signals(t, q))
         return TickResult(t, risk, events, q, indicators)
 
