@@ -1,26 +1,277 @@
-"""Pure figure builders: DataFrame in, ``go.Figure`` out. Nothing here reads a store."""
+"""Pure figure builders: data in, ``go.Figure`` out. Nothing here reads a store.
+
+The map is drawn from the city's own geometry in km (no tiles, nothing from the internet):
+districts as filled polygons coloured by risk, road segments as lines coloured by the ratio of
+speed to free-flow speed, sensors as WebGL points (``Scattergl``: 10,000+ points stay smooth)
+coloured by status, active incidents as markers at their sensors' centre.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from dashboards.i18n import t
 
-def speed_trend(df: pd.DataFrame, *, title: str = "City mean speed (km/h)") -> go.Figure:
+BG = "#0b1220"
+PANEL = "#111a2e"
+GRID = "#1f2a44"
+TEXT = "#e2e8f0"
+MUTED = "#94a3b8"
+RISK_COLOURS = {
+    "none": "#334155", "blue": "#3b82f6", "yellow": "#eab308", "orange": "#f97316",
+    "red": "#ef4444",
+}
+STATUS_COLOURS = ("#22c55e", "#f43f5e", "#a855f7", "#64748b")  # ok, anomalous, faulty, silent
+#: speed / free-flow speed bins (level of service edges) and their colours, worst last
+SPEED_BINS = (0.30, 0.50, 0.67, 0.85)
+SPEED_COLOURS = ("#dc2626", "#f97316", "#facc15", "#84cc16", "#16a34a")
+NO_DATA = "#475569"
+FONT = "system-ui, -apple-system, 'Segoe UI', 'Noto Sans CJK SC', 'Microsoft YaHei', sans-serif"
+
+
+def _base_layout(fig: go.Figure, **kw: Any) -> go.Figure:
+    fig.update_layout(
+        paper_bgcolor=BG, plot_bgcolor=BG, font={"color": TEXT, "family": FONT, "size": 12},
+        margin={"l": 0, "r": 0, "t": 0, "b": 0}, **kw,
+    )
+    return fig
+
+
+def city_map(
+    geo: Any, snap: Any, *, lang: str = "en", districts: list[str] | None = None,
+    height: int | None = None,
+) -> go.Figure:
+    """The city map at a snapshot; ``districts`` limits it to those districts (drill-down)."""
+    fig = go.Figure()
+    d = geo.districts
+    risk = snap.risk.set_index("district") if len(snap.risk) else pd.DataFrame()
+    name_col = "name_zh" if lang == "zh" else "name"
+    keep_d = set(districts) if districts else None
+    for row in d.itertuples():
+        if keep_d and row.district not in keep_d:
+            continue
+        r = risk.loc[row.district] if row.district in risk.index else None
+        colour = RISK_COLOURS.get(str(r["colour"]) if r is not None else "none", "#334155")
+        rv = float(r["risk"]) if r is not None else float("nan")
+        hover = (
+            f"<b>{getattr(row, name_col)}</b> ({row.district})<br>"
+            f"{t('risk', lang)}: {rv:.0f} ({t('risk_' + (str(r['colour']) if r is not None else 'none'), lang)})"
+        )
+        if r is not None:
+            hover += (
+                f"<br>{t('traffic', lang)} {float(r['contrib_traffic']):.0f} · "
+                f"{t('environment', lang)} {float(r['contrib_environment']):.0f} · "
+                f"{t('utility', lang)} {float(r['contrib_utility']):.0f}"
+            )
+        ci = snap.ci_district.get(row.district)
+        if ci is not None and np.isfinite(ci):
+            hover += f"<br>{t('kpi_congestion', lang)}: {ci:.2f}"
+        aq = snap.aqi_district.get(row.district)
+        if aq is not None:
+            hover += f"<br>AQI: {aq:.0f}"
+        fig.add_trace(go.Scatter(
+            x=row.x, y=row.y, mode="lines", fill="toself", fillcolor=_alpha(colour, 0.28),
+            line={"color": colour, "width": 1.5}, hoveron="fills", hoverinfo="text",
+            text=hover, name=row.district, showlegend=False,
+        ))
+    # road segments by speed ratio, one WebGL trace per bin (None separates the lines)
+    ratio = snap.seg_ratio
+    bins = np.where(np.isnan(ratio), -1, np.searchsorted(SPEED_BINS, np.nan_to_num(ratio)))
+    seg_d = geo.segments["district"].to_numpy()
+    for b in (-1, 4, 3, 2, 1, 0):
+        idx = np.flatnonzero(bins == b)
+        if keep_d:
+            idx = idx[np.isin(seg_d[idx], list(keep_d))]
+        if not idx.size:
+            continue
+        xs: list[float | None] = []
+        ys: list[float | None] = []
+        for i in idx.tolist():
+            for x, y in geo.seg_coords[i]:
+                xs.append(x)
+                ys.append(y)
+            xs.append(None)
+            ys.append(None)
+        fig.add_trace(go.Scattergl(
+            x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
+            line={"color": NO_DATA if b < 0 else SPEED_COLOURS[b], "width": 1 if b < 0 else 2},
+            opacity=0.55 if b < 0 else 0.9,
+        ))
+    # sensors, one trace per status so the legend explains the colours
+    s = geo.sensors
+    mask = np.ones(len(s), dtype=bool) if not keep_d else s["district"].isin(keep_d).to_numpy()
+    for code, name in enumerate(("status_ok", "status_anomalous", "status_faulty",
+                                 "status_silent")):
+        idx = np.flatnonzero(mask & (snap.status == code))
+        if not idx.size:
+            continue
+        fig.add_trace(go.Scattergl(
+            x=s["x"].to_numpy()[idx], y=s["y"].to_numpy()[idx], mode="markers",
+            marker={"size": 4 if code == 0 else 7, "color": STATUS_COLOURS[code],
+                    "opacity": 0.75 if code == 0 else 1.0},
+            customdata=s["sensor_id"].to_numpy()[idx],
+            hovertext=_sensor_hover(s, idx, snap, lang), hoverinfo="text",
+            name=f"{t(name, lang)} ({idx.size:,})",
+        ))
+    # active incidents at their sensors' centre
+    act = snap.active_alerts
+    if len(act):
+        xs2, ys2, txt, ids = [], [], [], []
+        pos = geo.sensor_pos
+        for a in act.itertuples():
+            members = [pos[x] for x in str(a.sensors).split(",") if x in pos]
+            if keep_d and a.district not in keep_d:
+                continue
+            if members:
+                xs2.append(float(s["x"].to_numpy()[members].mean()))
+                ys2.append(float(s["y"].to_numpy()[members].mean()))
+            else:
+                c = d[d["district"] == a.district]
+                if not len(c):
+                    continue
+                xs2.append(float(c["cx"].iloc[0]))
+                ys2.append(float(c["cy"].iloc[0]))
+            txt.append(f"<b>{t('type_' + str(a.type), lang)}</b> · {a.district}<br>"
+                       f"{t('sev_' + str(int(a.severity)), lang)} · "
+                       f"{t('state_' + str(a.state), lang)}")
+            ids.append(str(a.alert_id))
+        if xs2:
+            fig.add_trace(go.Scatter(
+                x=xs2, y=ys2, mode="markers", hovertext=txt, hoverinfo="text",
+                marker={"symbol": "star", "size": 20, "color": "#fde047",
+                        "line": {"color": "#7f1d1d", "width": 2}},
+                name=t("incident", lang), customdata=ids,
+            ))
+    # district labels: click one to open its page
+    dd = d if not keep_d else d[d["district"].isin(keep_d)]
+    labels = []
+    for row in dd.itertuples():
+        r = risk.loc[row.district] if row.district in risk.index else None
+        labels.append(f"{getattr(row, name_col)}<br>{t('risk', lang)} "
+                      f"{(float(r['risk']) if r is not None else 0):.0f}")
+    fig.add_trace(go.Scatter(
+        x=dd["cx"], y=dd["cy"], mode="text+markers", text=labels,
+        textfont={"color": TEXT, "size": 11}, marker={"size": 18, "opacity": 0},
+        customdata=["district:" + x for x in dd["district"]], hoverinfo="skip",
+        showlegend=False,
+    ))
+    fig = _base_layout(
+        fig, showlegend=True, hovermode="closest", uirevision="map", dragmode="pan",
+        legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "top", "bgcolor": "rgba(0,0,0,0.4)",
+                "font": {"size": 11}},
+        clickmode="event",
+    )
+    fig.update_xaxes(visible=False, constrain="domain")
+    fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1, constrain="domain")
+    if height:
+        fig.update_layout(height=height)
+    return fig
+
+
+def _sensor_hover(s: pd.DataFrame, idx: np.ndarray, snap: Any, lang: str) -> list[str]:
+    ids = s["sensor_id"].to_numpy()[idx]
+    kinds = s["kind"].to_numpy()[idx]
+    dist = s["district"].to_numpy()[idx]
+    val = snap.value[idx]
+    sc = snap.score[idx]
+    out = []
+    for i, k, dd, v, c in zip(ids, kinds, dist, val, sc, strict=True):
+        txt = f"<b>{i}</b> {k} · {dd}"
+        if v == v:
+            txt += f"<br>{t('value', lang)}: {v:.1f}"
+        if c == c:
+            txt += f"<br>{t('score', lang)}: {c:.2f}"
+        out.append(txt)
+    return out
+
+
+def _alpha(hex_colour: str, a: float) -> str:
+    h = hex_colour.lstrip("#")
+    r, g, b = int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    return f"rgba({r},{g},{b},{a})"
+
+
+def sparkline(df: pd.DataFrame, *, colour: str = "#38bdf8", fmt: str = ".2f",
+              height: int = 46) -> go.Figure:
+    """A tiny trend: ``minute`` (epoch s) and ``value`` columns."""
     fig = go.Figure()
     if len(df):
-        fig.add_trace(
-            go.Scatter(x=df["minute"], y=df["speed_kmh"], mode="lines", name="speed",
-                       line={"color": "#38bdf8", "width": 2})
-        )
-    fig.update_layout(
-        title=title,
-        template="plotly_dark",
-        margin={"l": 40, "r": 10, "t": 40, "b": 30},
-        height=320,
-        paper_bgcolor="#0f172a",
-        plot_bgcolor="#0f172a",
-        xaxis_title="event time (UTC)",
-        uirevision="keep",
-    )
+        x = pd.to_datetime(df["minute"].astype("int64"), unit="s")
+        fig.add_trace(go.Scatter(
+            x=x, y=df["value"], mode="lines", line={"color": colour, "width": 1.6},
+            fill="tozeroy", fillcolor=_alpha(colour, 0.12),
+            hovertemplate=f"%{{x|%H:%M}} · %{{y:{fmt}}}<extra></extra>",
+        ))
+    fig = _base_layout(fig, height=height, showlegend=False, hovermode="x")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def time_series(
+    frames: list[tuple[str, pd.DataFrame, str, str]], *, title: str = "", height: int = 260,
+    band: tuple[pd.DataFrame, str] | None = None, y2: tuple[str, pd.DataFrame, str] | None = None,
+    threshold: float | None = None, markers: tuple[str, pd.DataFrame] | None = None,
+) -> go.Figure:
+    """Lines of ``(name, df, column, colour)`` over ``ts``/``minute`` epoch seconds, with an
+    optional band (``lo``/``hi`` columns), a second axis series and fault markers."""
+    fig = go.Figure()
+
+    def xs(df: pd.DataFrame) -> pd.Series:
+        col = "ts" if "ts" in df.columns else "minute"
+        return pd.to_datetime(df[col].astype("int64"), unit="s")
+
+    if band is not None and len(band[0]):
+        b, name = band
+        fig.add_trace(go.Scatter(x=xs(b), y=b["hi"], mode="lines", line={"width": 0},
+                                 showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=xs(b), y=b["lo"], mode="lines", line={"width": 0},
+                                 fill="tonexty", fillcolor="rgba(148,163,184,0.18)", name=name,
+                                 hoverinfo="skip"))
+    for name, df, col, colour in frames:
+        if len(df):
+            fig.add_trace(go.Scatter(x=xs(df), y=df[col], mode="lines", name=name,
+                                     line={"color": colour, "width": 1.6}))
+    if markers is not None and len(markers[1]):
+        name, m = markers
+        fig.add_trace(go.Scatter(x=xs(m), y=m["y"], mode="markers", name=name,
+                                 marker={"symbol": "x", "size": 9, "color": "#a855f7"},
+                                 text=m["text"], hoverinfo="text+x"))
+    if y2 is not None and len(y2[1]):
+        name, df, col = y2
+        fig.add_trace(go.Scatter(x=xs(df), y=df[col], mode="lines", name=name, yaxis="y2",
+                                 line={"color": "#f43f5e", "width": 1.2}))
+        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "range": [0, 1.05],
+                                  "gridcolor": GRID, "title": name})
+        if threshold is not None:
+            fig.add_hline(y=threshold, line={"color": "#f43f5e", "dash": "dot", "width": 1},
+                          yref="y2")
+    fig = _base_layout(fig, height=height, hovermode="x unified",
+                       title={"text": title, "font": {"size": 13}, "x": 0.01},
+                       legend={"orientation": "h", "y": -0.18})
+    fig.update_layout(margin={"l": 48, "r": 48, "t": 30 if title else 8, "b": 30})
+    fig.update_xaxes(gridcolor=GRID)
+    fig.update_yaxes(gridcolor=GRID)
+    return fig
+
+
+def risk_area(df: pd.DataFrame, *, lang: str = "en", height: int = 240) -> go.Figure:
+    """One district's risk over time as stacked domain contributions."""
+    fig = go.Figure()
+    if len(df):
+        x = pd.to_datetime(df["minute"].astype("int64"), unit="s")
+        for col, colour in (("traffic", "#f97316"), ("environment", "#22d3ee"),
+                            ("utility", "#a78bfa")):
+            fig.add_trace(go.Scatter(x=x, y=df[col], mode="lines", stackgroup="risk",
+                                     name=t(col, lang), line={"color": colour, "width": 0.5}))
+    fig = _base_layout(fig, height=height, hovermode="x unified",
+                       title={"text": t("risk_contrib", lang), "font": {"size": 13}, "x": 0.01},
+                       legend={"orientation": "h", "y": -0.2})
+    fig.update_layout(margin={"l": 40, "r": 10, "t": 30, "b": 30})
+    fig.update_yaxes(range=[0, 100], gridcolor=GRID)
+    fig.update_xaxes(gridcolor=GRID)
     return fig

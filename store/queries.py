@@ -1,12 +1,399 @@
-"""The queries the screen and the CLI use. SQL runs on ClickHouse 18.16 and 26.x alike."""
+"""The queries the screen and the CLI use. SQL runs on ClickHouse 18.16 and 26.x alike.
+
+Every function takes the moment to look at, ``t`` (epoch seconds, event time): the live screen
+passes the newest event time, time travel any past one. Windows end at ``t`` inclusive, so a
+view of the past never sees data that arrived for later event times.
+
+No ``FINAL`` on the readings: a redelivered frame may count twice until ReplacingMergeTree
+merges it away, which moves a window mean by a hair but costs a screen refresh several times
+over. The dimension tables are tiny and read with ``FINAL``-free ``ANY`` joins.
+"""
 
 from __future__ import annotations
+
+import re
 
 import pandas as pd
 
 from store.base import Store
 
+#: sensor ids, district ids, alert ids, user names: what may be pasted into SQL literals
+_SAFE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
+
+def lit(value: str) -> str:
+    """A quoted SQL string literal for an id (rejects anything that is not an id)."""
+    if not _SAFE.match(value):
+        raise ValueError(f"not an id: {value!r}")
+    return f"'{value}'"
+
+
+def _t(t: int | float) -> str:
+    return f"toDateTime({int(t)})"
+
+
+# --- freshness ----------------------------------------------------------------------------------
+def newest_ts(store: Store) -> dict[str, int]:
+    """Per readings table, the newest event time (epoch s; 0 if empty) from the parts'
+    min/max index: no data is read."""
+    df = store.query(
+        "SELECT table, toUInt32(max(max_time)) AS newest FROM system.parts "
+        "WHERE database = currentDatabase() AND active AND table IN "
+        "('readings_traffic', 'readings_environment', 'readings_utility') GROUP BY table"
+    )
+    out = {d: 0 for d in ("traffic", "environment", "utility")}
+    for table, newest in zip(df["table"].astype(str), df["newest"].astype(int), strict=True):
+        out[table.removeprefix("readings_")] = newest
+    return out
+
+
+def freshness(store: Store, newest: dict[str, int] | None = None) -> pd.DataFrame:
+    """Per readings table: newest event time and newest arrival (epoch s; 0 if empty).
+
+    Reads only the last 10 minutes of event time (located with :func:`newest_ts`), which is
+    what makes it cheap on a month of data.
+    """
+    newest = newest_ts(store) if newest is None else newest
+    parts = []
+    for domain, hi in newest.items():
+        parts.append(
+            f"SELECT '{domain}' AS domain, toUInt32(max(ts)) AS newest, "
+            f"toUInt32(max(ingested_at)) AS arrived, count() AS n "
+            f"FROM readings_{domain} WHERE ts >= {_t(hi - 600)}"
+        )
+    return store.query(" UNION ALL ".join(parts))
+
+
+def data_span(store: Store) -> tuple[int, int]:
+    """(oldest, newest) event time of the traffic readings, epoch s; (0, 0) if empty."""
+    df = store.query(
+        "SELECT toUInt32(min(ts)) AS lo, toUInt32(max(ts)) AS hi, count() AS n "
+        "FROM readings_traffic"
+    )
+    if not int(df["n"].iloc[0]):
+        return 0, 0
+    return int(df["lo"].iloc[0]), int(df["hi"].iloc[0])
+
+
+# --- per-sensor windows -------------------------------------------------------------------------
+def traffic_window(store: Store, t: int, *, window_s: int = 300) -> pd.DataFrame:
+    """Per loop detector over ``(t - window_s, t]``: mean flow, speed, occupancy, readings."""
+    return store.query(
+        f"""
+        SELECT sensor_id, avg(flow_vph) AS flow_vph, avg(speed_kmh) AS speed_kmh,
+               avg(occupancy_pct) AS occupancy_pct, count() AS n, toUInt32(max(ts)) AS last
+        FROM readings_traffic
+        WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)}
+        GROUP BY sensor_id
+        """
+    )
+
+
+def environment_window(store: Store, t: int, *, window_s: int = 3600) -> pd.DataFrame:
+    """Per environment sensor over ``(t - window_s, t]``: mean of every metric (the 1-hour
+    means feed the AQI), readings and the last reading time."""
+    cols = ("pm25", "pm10", "no2", "o3", "so2", "co", "noise_dba", "temp_c", "wind_ms")
+    means = ", ".join(f"avg({c}) AS {c}" for c in cols)
+    return store.query(
+        f"""
+        SELECT sensor_id, {means}, count() AS n, toUInt32(max(ts)) AS last
+        FROM readings_environment
+        WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)}
+        GROUP BY sensor_id
+        """
+    )
+
+
+def utility_window(store: Store, t: int, *, window_s: int = 300) -> pd.DataFrame:
+    """Per utility sensor over ``(t - window_s, t]``: mean inflow, pressure, load, voltage."""
+    return store.query(
+        f"""
+        SELECT sensor_id, avg(inflow_m3h) AS inflow_m3h, avg(pressure_bar) AS pressure_bar,
+               avg(load_mw) AS load_mw, avg(voltage_kv) AS voltage_kv,
+               count() AS n, toUInt32(max(ts)) AS last
+        FROM readings_utility
+        WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)}
+        GROUP BY sensor_id
+        """
+    )
+
+
+# --- congestion -----------------------------------------------------------------------------
+_SEGMENT_DIM = """
+    (SELECT sensor_id, district, length_km, free_speed_kmh
+     FROM (SELECT sensor_id, any(district) AS district, any(segment) AS segment
+           FROM dim_sensors WHERE kind = 'loop' GROUP BY sensor_id)
+     ANY INNER JOIN
+          (SELECT segment, any(length_km) AS length_km, any(free_speed_kmh) AS free_speed_kmh
+           FROM dim_segments GROUP BY segment)
+     USING segment)
+"""
+
+
+def _ci_expr() -> str:
+    # congestion index = total travel time / free-flow travel time - 1, weights flow x length
+    # (models.indicators.traffic.congestion_index); speeds floored at 1 km/h
+    return (
+        "sum(flow_vph * length_km / greatest(speed_kmh, 1.0)) / "
+        "sum(flow_vph * length_km / free_speed_kmh) - 1"
+    )
+
+
+def congestion_city(store: Store, t: int, *, window_s: int = 300) -> float:
+    """The city congestion index over ``(t - window_s, t]`` (NaN without data)."""
+    df = store.query(
+        f"""
+        SELECT {_ci_expr()} AS ci, count() AS readings
+        FROM (SELECT sensor_id, flow_vph, speed_kmh FROM readings_traffic
+              WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)} AND flow_vph > 0)
+        ANY INNER JOIN {_SEGMENT_DIM} USING sensor_id
+        """
+    )
+    if not len(df) or not int(df["readings"].iloc[0]):
+        return float("nan")
+    return float(df["ci"].iloc[0])
+
+
+def congestion_by_district(store: Store, t: int, *, window_s: int = 300) -> pd.DataFrame:
+    """Per district over ``(t - window_s, t]``: congestion index ``ci`` and its two sums
+    (``tt`` travel time, ``ff`` free-flow travel time; the city index is ``sum(tt)/sum(ff)-1``)."""
+    return store.query(
+        f"""
+        SELECT district, {_ci_expr()} AS ci,
+               sum(flow_vph * length_km / greatest(speed_kmh, 1.0)) AS tt,
+               sum(flow_vph * length_km / free_speed_kmh) AS ff,
+               avg(speed_kmh) AS mean_speed_kmh, count() AS readings
+        FROM (SELECT sensor_id, flow_vph, speed_kmh FROM readings_traffic
+              WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)} AND flow_vph > 0)
+        ANY INNER JOIN {_SEGMENT_DIM} USING sensor_id
+        GROUP BY district ORDER BY district
+        """
+    )
+
+
+def congestion_trend(
+    store: Store, lo: int, hi: int, *, district: str | None = None
+) -> pd.DataFrame:
+    """Per-minute congestion index over ``(lo, hi]`` (city or one district)."""
+    where = f"AND district = {lit(district)}" if district else ""
+    return store.query(
+        f"""
+        SELECT toUInt32(toStartOfMinute(ts)) AS minute, {_ci_expr()} AS ci,
+               avg(speed_kmh) AS mean_speed_kmh
+        FROM (SELECT ts, sensor_id, flow_vph, speed_kmh FROM readings_traffic
+              WHERE ts > {_t(lo)} AND ts <= {_t(hi)} AND flow_vph > 0)
+        ANY INNER JOIN {_SEGMENT_DIM} USING sensor_id
+        WHERE 1 {where}
+        GROUP BY minute ORDER BY minute
+        """
+    )
+
+
+# --- city trends --------------------------------------------------------------------------------
+def environment_trend(
+    store: Store, lo: int, hi: int, *, sensors: list[str] | None = None
+) -> pd.DataFrame:
+    """Per 5 minutes over ``(lo, hi]``: sums and counts of every pollutant over the air
+    stations (or the given sensors), so the caller can form trailing 1-hour means."""
+    pol = ("pm25", "pm10", "no2", "o3", "so2", "co")
+    agg = ", ".join(f"sum({p}) AS {p}_sum, count({p}) AS {p}_n" for p in pol)
+    where = f"AND sensor_id IN ({', '.join(lit(s) for s in sensors)})" if sensors else ""
+    return store.query(
+        f"""
+        SELECT toUInt32(toStartOfFiveMinute(ts)) AS bucket, {agg}
+        FROM readings_environment
+        WHERE ts > {_t(lo)} AND ts <= {_t(hi)} AND pm25 IS NOT NULL {where}
+        GROUP BY bucket ORDER BY bucket
+        """
+    )
+
+
+def utility_trend(
+    store: Store, lo: int, hi: int, *, sensors: list[str] | None = None
+) -> pd.DataFrame:
+    """Per minute over ``(lo, hi]``: mean inflow, pressure, load and voltage."""
+    where = f"AND sensor_id IN ({', '.join(lit(s) for s in sensors)})" if sensors else ""
+    return store.query(
+        f"""
+        SELECT toUInt32(toStartOfMinute(ts)) AS minute,
+               avg(inflow_m3h) AS inflow_m3h, avg(pressure_bar) AS pressure_bar,
+               avg(load_mw) AS load_mw, avg(voltage_kv) AS voltage_kv
+        FROM readings_utility
+        WHERE ts > {_t(lo)} AND ts <= {_t(hi)} {where}
+        GROUP BY minute ORDER BY minute
+        """
+    )
+
+
+def readings_trend(store: Store, lo: int, hi: int) -> pd.DataFrame:
+    """Per minute over ``(lo, hi]``: readings received, all domains (``readings``)."""
+    parts = " UNION ALL ".join(
+        f"SELECT toUInt32(toStartOfMinute(ts)) AS minute, count() AS readings "
+        f"FROM readings_{d} WHERE ts > {_t(lo)} AND ts <= {_t(hi)} GROUP BY minute"
+        for d in ("traffic", "environment", "utility")
+    )
+    return store.query(
+        f"SELECT minute, sum(readings) AS readings FROM ({parts}) GROUP BY minute ORDER BY minute"
+    )
+
+
+# --- derived tables -----------------------------------------------------------------------------
+def anomalies_window(store: Store, t: int, *, window_s: int = 300) -> pd.DataFrame:
+    """Per sensor over ``(t - window_s, t]``: the largest anomaly score and the OR of flags."""
+    return store.query(
+        f"""
+        SELECT sensor_id, max(score) AS score, groupBitOr(flags) AS flags
+        FROM anomalies
+        WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)}
+        GROUP BY sensor_id
+        """
+    )
+
+
+def sensor_health_at(store: Store, t: int) -> pd.DataFrame:
+    """The quality flags of every sensor with a health record, as of ``t`` (latest change)."""
+    return store.query(
+        f"""
+        SELECT sensor_id, argMax(flags, ts) AS flags, argMax(status, ts) AS status
+        FROM sensor_health WHERE ts <= {_t(t)}
+        GROUP BY sensor_id
+        HAVING flags != 0
+        """
+    )
+
+
+def district_risk_at(store: Store, t: int, *, max_age_s: int = 900) -> pd.DataFrame:
+    """The latest risk of each district as of ``t`` (rows older than ``max_age_s`` ignored)."""
+    return store.query(
+        f"""
+        SELECT district, argMax(risk, ts) AS risk, argMax(colour, ts) AS colour,
+               argMax(contrib_traffic, ts) AS contrib_traffic,
+               argMax(contrib_environment, ts) AS contrib_environment,
+               argMax(contrib_utility, ts) AS contrib_utility,
+               argMax(top_sensors, ts) AS top_sensors, toUInt32(max(ts)) AS at
+        FROM district_risk
+        WHERE ts > {_t(t - max_age_s)} AND ts <= {_t(t)}
+        GROUP BY district ORDER BY district
+        """
+    )
+
+
+def risk_trend(
+    store: Store, lo: int, hi: int, *, district: str | None = None
+) -> pd.DataFrame:
+    """Per minute: the city's highest district risk, or one district's risk and its
+    contributions."""
+    if district:
+        return store.query(
+            f"""
+            SELECT toUInt32(toStartOfMinute(ts)) AS minute, max(risk) AS risk,
+                   avg(contrib_traffic) AS traffic, avg(contrib_environment) AS environment,
+                   avg(contrib_utility) AS utility
+            FROM district_risk
+            WHERE district = {lit(district)} AND ts > {_t(lo)} AND ts <= {_t(hi)}
+            GROUP BY minute ORDER BY minute
+            """
+        )
+    return store.query(
+        f"""
+        SELECT toUInt32(toStartOfMinute(ts)) AS minute, max(risk) AS risk
+        FROM district_risk WHERE ts > {_t(lo)} AND ts <= {_t(hi)}
+        GROUP BY minute ORDER BY minute
+        """
+    )
+
+
+def alerts_at(
+    store: Store, t: int, *, lookback_s: int = 86400, district: str | None = None,
+    limit: int = 200,
+) -> pd.DataFrame:
+    """Alerts as of ``t``: the state of every alert with an event in the ``lookback_s`` before
+    ``t``, newest first. ``state`` is the latest event's state, except that an operator's
+    ``acknowledged``/``resolved`` event wins over a later worker update of an open alert.
+    Times are epoch seconds (0 = never)."""
+    where = f"AND district = {lit(district)}" if district else ""
+    return store.query(
+        f"""
+        SELECT alert_id, argMax(district, ts) AS district, argMax(type, ts) AS type,
+               argMax(state, ts) AS last_state, argMax(severity, ts) AS severity,
+               max(peak) AS peak, toUInt32(min(ts)) AS opened_at,
+               toUInt32(max(ts)) AS updated_at,
+               toUInt32(minIf(ts, event = 'acknowledged' OR state = 'acknowledged')) AS acked_at,
+               toUInt32(minIf(ts, event = 'resolved' OR state = 'resolved')) AS resolved_at,
+               argMaxIf(actor, ts, event = 'acknowledged') AS acked_by,
+               arrayStringConcat(argMax(sensors, ts), ',') AS sensors
+        FROM alert_events
+        WHERE ts <= {_t(t)} {where}
+          AND alert_id IN (SELECT alert_id FROM alert_events
+                           WHERE ts > {_t(t - lookback_s)} AND ts <= {_t(t)})
+        GROUP BY alert_id
+        ORDER BY updated_at DESC, alert_id
+        LIMIT {int(limit)}
+        """
+    )
+
+
+def alert_events_of(store: Store, alert_id: str) -> pd.DataFrame:
+    return store.query(
+        f"SELECT toUInt32(ts) AS ts, event, state, severity, actor FROM alert_events "
+        f"WHERE alert_id = {lit(alert_id)} ORDER BY ts, event"
+    )
+
+
+# --- one sensor ---------------------------------------------------------------------------------
+def sensor_series(
+    store: Store, sensor_id: str, domain: str, metrics: tuple[str, ...], t: int,
+    *, minutes: int = 240,
+) -> pd.DataFrame:
+    """The raw readings of one sensor over the ``minutes`` before ``t``."""
+    cols = ", ".join(metrics)
+    return store.query(
+        f"""
+        SELECT toUInt32(ts) AS ts, {cols}
+        FROM readings_{domain}
+        WHERE sensor_id = {lit(sensor_id)} AND ts > {_t(t - minutes * 60)} AND ts <= {_t(t)}
+        ORDER BY ts
+        """
+    )
+
+
+def sensor_anomalies(store: Store, sensor_id: str, t: int, *, minutes: int = 240) -> pd.DataFrame:
+    return store.query(
+        f"""
+        SELECT toUInt32(ts) AS ts, score, seasonal, spatial, multivariate, metric, flags
+        FROM anomalies
+        WHERE sensor_id = {lit(sensor_id)} AND ts > {_t(t - minutes * 60)} AND ts <= {_t(t)}
+        ORDER BY ts
+        """
+    )
+
+
+def sensor_health_history(
+    store: Store, sensor_id: str, t: int, *, minutes: int = 240
+) -> pd.DataFrame:
+    return store.query(
+        f"""
+        SELECT toUInt32(ts) AS ts, flags, status FROM sensor_health
+        WHERE sensor_id = {lit(sensor_id)} AND ts > {_t(t - minutes * 60)} AND ts <= {_t(t)}
+        ORDER BY ts
+        """
+    )
+
+
+# --- writes -------------------------------------------------------------------------------------
+def last_alert_event(store: Store, alert_id: str) -> pd.DataFrame:
+    """The latest event of an alert (empty if unknown)."""
+    return store.query(
+        f"""
+        SELECT toUInt32(ts) AS ts, district, type, state, severity, peak,
+               arrayStringConcat(sensors, ',') AS sensors
+        FROM alert_events WHERE alert_id = {lit(alert_id)}
+        ORDER BY ts DESC LIMIT 1
+        """
+    )
+
+
+# --- the skeleton's counters (CLI, tests) ------------------------------------------------------
 def overview_counts(store: Store) -> dict[str, float]:
     """Readings stored, sensors reporting and the newest event time (epoch s, 0 if none)."""
     df = store.query(
@@ -19,22 +406,6 @@ def overview_counts(store: Store) -> dict[str, float]:
         "sensors": int(row["sensors"]),
         "newest": int(row["newest"]) if int(row["readings"]) else 0,
     }
-
-
-def city_speed_trend(store: Store, *, minutes: int = 60) -> pd.DataFrame:
-    """Per-minute city mean speed and total flow over the last ``minutes`` of event time."""
-    return store.query(
-        f"""
-        SELECT toStartOfMinute(ts) AS minute,
-               avg(speed_kmh) AS speed_kmh,
-               avg(flow_vph) AS flow_vph,
-               count() AS readings
-        FROM readings_traffic
-        WHERE ts >= (SELECT max(ts) FROM readings_traffic) - {int(minutes) * 60}
-        GROUP BY minute
-        ORDER BY minute
-        """
-    )
 
 
 def indicator_count(store: Store) -> int:
