@@ -144,7 +144,7 @@ def kafka_libs() -> Path:
     tmp = libs.with_name("libs.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     subprocess.run(
-        [mvn, "-B", "-q", "-f", str(ROOT / "scripts" / "kafka" / "pom.xml"),
+        [mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(ROOT / "scripts" / "kafka" / "pom.xml"),
          "dependency:copy-dependencies", f"-DoutputDirectory={tmp}"],
         check=True,
     )
