@@ -89,6 +89,7 @@ def run_hub(settings: Settings, *, sink: bool = True, dashboard: bool = True) ->
 
         ensure_topics(settings)
         the_sink = Sink(settings, store)
+        the_sink.metrics.serve(settings.metrics_port, settings.metrics_host)
 
         def sink_main() -> None:
             try:

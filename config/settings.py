@@ -91,6 +91,24 @@ class Settings(BaseSettings):
     sink_flush_s: float = Field(1.0, gt=0, le=600)
     sink_group_id: str = "citybrain-sink"
     max_frame_bytes: int = Field(4_000_000, ge=1024)
+    worker_models: bool = Field(True, description="run the model stack in the worker")
+    worker_multivariate: bool | None = Field(
+        None, description="IsolationForest on/off (None: as config/models.yaml says)"
+    )
+    worker_seed: int = 0
+    tick_s: float = Field(
+        60.0, gt=0, le=86400, description="event-time seconds between risk/alert/health ticks"
+    )
+    anomaly_score: float = Field(
+        0.95, ge=0, le=1, description="combined score from which a reading is reported"
+    )
+    state_snapshot_s: float = Field(
+        5.0, gt=0, le=3600, description="worker checkpoint interval (state table + acks)"
+    )
+    sink_max_buffer_rows: int = Field(
+        200_000, ge=1000, le=100_000_000,
+        description="the sink stops fetching while it holds this many rows",
+    )
 
     # --- Dashboard -----------------------------------------------------------------------------
     dashboard_host: str = "127.0.0.1"
@@ -112,6 +130,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 = off")
+    metrics_host: str = Field("127.0.0.1", description="Prometheus endpoint address")
 
     @field_validator("kafka_bootstrap")
     @classmethod

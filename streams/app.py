@@ -1,26 +1,55 @@
 """The Faust application: one agent over the readings topics, batched with ``noack_take``.
 
-Why ``noack_take`` and manual acks: faust-streaming's ``take()`` acks a batch in a ``finally``
-block, so a batch interrupted by an exception or a shutdown is acked (and its offsets committed)
-although it was never fully processed. Here a batch is acked only after its outputs were handed
-to the producer; Faust flushes the producer before it commits offsets, so a committed offset
-always has its outputs in Kafka (at-least-once). Duplicate processing after a crash is harmless:
-windows ignore readings they have already counted, and the store de-duplicates by key.
+Per batch the agent hands the raw messages to :class:`streams.processor.Processor` (validation,
+windows, the model stack, ticks) and sends what it returns to the derived topics.
+
+**Why ``noack_take`` and manual acks.** faust-streaming's ``take()`` acks a batch in a
+``finally`` block, so a batch interrupted by an exception or a shutdown is acked (and its
+offsets committed) although it was never fully processed. Here a batch is acked only after its
+outputs were handed to the producer *and* the state that includes it was written to the state
+table. Faust flushes the producer (outputs and changelog) before it commits offsets, so a
+committed offset always has its outputs and its state in Kafka (at-least-once).
+
+**State.** Per gateway: the indicator windows and the models' per-sensor state; per worker: the
+alert state machine, the tick clock and the last reported health (key ``__city__``). Both live in
+the Faust table ``state`` (memory store, backed by the compacted changelog topic
+``<group>-state-changelog``). Writing a snapshot per batch would cost more than the models, so
+the worker *checkpoints* every ``CITYBRAIN_STATE_SNAPSHOT_S`` seconds: it writes the snapshots
+of the gateways changed since the last checkpoint and only then acks the events processed since.
+Offsets therefore never run ahead of the state: after a crash the worker restores the last
+checkpoint (Faust recovers the table from the changelog before the agent runs; a gateway's state
+is restored the first time it is seen) and Kafka redelivers everything after the last commit,
+which is at or before the checkpoint. Readings redelivered into restored state are recognised by
+``(sensor, seq)`` and not counted again; the store de-duplicates the rows by key.
+
+The table key is the gateway id, the same key as the readings, and the table uses the producer's
+partitioner (murmur2, like the simulator's kafka-python producer) with the same partition count,
+so a gateway's state lands in the changelog partition numbered like its readings partition, which
+is the one Faust recovers for the worker that owns it.
+
+``stream_wait_empty`` is off: with it, a rebalance would wait for every un-acked event, i.e. for
+the next checkpoint. Un-acked events of a revoked partition are simply processed again by the
+next owner.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
 
 from config.city import load_city
 from config.settings import Settings
+from streams.metrics import Metrics
 from streams.processor import Message, Processor
 from streams.topics import READINGS
 
 log = logging.getLogger("citybrain.worker")
+
+CITY_KEY = b"__city__"
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -37,9 +66,35 @@ def broker_credentials(settings: Settings) -> Any:
     return None
 
 
-def create_app(settings: Settings) -> faust.App:
+def build_processor(settings: Settings) -> Processor:
+    """The worker's processor, with the model stack unless ``CITYBRAIN_WORKER_MODELS=false``."""
     city = load_city(settings.city_file)
+    models = None
+    if settings.worker_models:
+        from models.params import load_params
+        from models.sensors import SensorTable
+        from models.stack import CityModels
+
+        models = CityModels(
+            SensorTable.from_city(city),
+            load_params(),
+            seed=settings.worker_seed,
+            multivariate=settings.worker_multivariate,
+        )
+    return Processor(
+        city,
+        window_s=settings.window_s,
+        lateness_s=settings.allowed_lateness_s,
+        max_frame_bytes=settings.max_frame_bytes,
+        models=models,
+        tick_s=settings.tick_s,
+        anomaly_score=settings.anomaly_score,
+    )
+
+
+def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.App:
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
+    metrics = metrics or Metrics("worker")
     app = faust.App(
         settings.group_id,
         broker=[f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(",")],
@@ -53,40 +108,147 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         producer_acks=-1,
+        producer_max_request_size=8_000_000,
         broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        table_standby_replicas=0,
     )
-    processor = Processor(
-        city,
-        window_s=settings.window_s,
-        lateness_s=settings.allowed_lateness_s,
-        max_frame_bytes=settings.max_frame_bytes,
+    processor = build_processor(settings)
+    state = app.Table(
+        "state",
+        default=None,
+        partitions=settings.kafka_partitions,
+        key_type=bytes,
+        value_type=bytes,  # the app's serializers are "raw": bytes in, bytes out
+        use_partitioner=True,
+        help="per-gateway windows and model state; __city__: alerts, tick clock, health",
     )
+
+    def restore_hook(gateway: str) -> bytes | None:
+        blob = state.get(gateway.encode())
+        if blob:
+            log.info("restoring state of gateway %s (%d bytes)", gateway, len(blob))
+        return blob  # type: ignore[no-any-return]
+
+    processor.restore_hook = restore_hook
     readings = app.topic(*[settings.topic(t) for t in READINGS], value_serializer="raw")
-    indicators = app.topic(settings.topic("indicators"), value_serializer="raw")
-    deadletter = app.topic(settings.topic("deadletter"), value_serializer="raw")
+    outputs = {
+        name: app.topic(settings.topic(name), value_serializer="raw")
+        for name in ("indicators", "anomalies", "risk", "alerts", "deadletter")
+    }
+    lock = asyncio.Lock()
+    pending: list[Any] = []
+    ctx: dict[str, Any] = {"stream": None, "last_checkpoint": time.monotonic(), "city": False}
+    offsets: dict[tuple[str, int], int] = {}
+
+    async def checkpoint() -> None:
+        """Write the changed gateways' state, then ack what that state includes."""
+        t0 = time.perf_counter()
+        dirty = sorted(processor.dirty)
+        kinds_done: set[str] = set()
+        for gw in dirty:
+            kind = processor.city.gateway_index[gw].kind
+            state[gw.encode()] = processor.snapshot_gateway(gw, shared=kind not in kinds_done)
+            kinds_done.add(kind)
+        if dirty:
+            state[CITY_KEY] = processor.snapshot_city()
+        processor.dirty.clear()
+        stream = ctx["stream"]
+        events, pending[:] = list(pending), []
+        for e in events:
+            await stream.ack(e)
+        ctx["last_checkpoint"] = time.monotonic()
+        if dirty:
+            metrics.checkpoints.labels("worker").inc()
+            log.debug("checkpoint: %d gateways, %d events, %.3fs",
+                      len(dirty), len(events), time.perf_counter() - t0)
 
     @app.agent(readings, name="readings")
     async def process(stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(
+        ctx["stream"] = stream
+        async for events in stream.noack_take(  # type: ignore[attr-defined]
             settings.worker_batch, within=settings.worker_batch_timeout_s
         ):
-            msgs = [
-                Message(
-                    e.message.topic, e.message.partition, e.message.offset,
-                    e.message.key, e.message.value,
-                )
-                for e in events
-            ]
-            out = processor.process(msgs)
-            for key, value in out.indicators:
-                await indicators.send(key=key, value=value)
-            for dkey, value in out.deadletters:
-                await deadletter.send(key=dkey, value=value)
-            for e in events:
-                await stream.ack(e)
+            async with lock:
+                if not ctx["city"]:
+                    ctx["city"] = True
+                    blob = state.get(CITY_KEY)
+                    if blob:
+                        processor.restore_city(blob)
+                        log.info("restored the city state (%d bytes)", len(blob))
+                t0 = time.perf_counter()
+                msgs = [
+                    Message(
+                        e.message.topic, e.message.partition, e.message.offset,
+                        e.message.key, e.message.value,
+                    )
+                    for e in events
+                ]
+                out = processor.process(msgs)
+                for name, items in out.by_topic():
+                    topic = outputs[name]
+                    for key, value in items:
+                        await topic.send(key=key, value=value)
+                    if items:
+                        metrics.messages_out.labels("worker", name).inc(len(items))
+                pending.extend(events)
+                _observe(metrics, events, out, time.perf_counter() - t0, offsets)
+                if time.monotonic() - ctx["last_checkpoint"] >= settings.state_snapshot_s:
+                    await checkpoint()
+
+    @app.timer(interval=max(0.5, settings.state_snapshot_s / 2))
+    async def idle_checkpoint() -> None:
+        # a quiet stream still gets its last events acked
+        if ctx["stream"] is None or not pending:
+            return
+        if time.monotonic() - ctx["last_checkpoint"] < settings.state_snapshot_s:
+            return
+        async with lock:
+            await checkpoint()
+
+    @app.timer(interval=5.0)
+    async def lag() -> None:
+        consumer = app.consumer
+        for (topic, partition), offset in list(offsets.items()):
+            try:
+                hw = consumer.highwater(faust.types.TP(topic, partition))
+            except Exception:  # partition revoked or not fetched yet
+                continue
+            if hw is not None:
+                metrics.lag.labels("worker", topic, str(partition)).set(max(0, hw - offset - 1))
+
+    @app.task
+    async def serve_metrics() -> None:
+        metrics.serve(settings.metrics_port, settings.metrics_host)
 
     app.citybrain_processor = processor  # type: ignore[attr-defined]
+    app.citybrain_metrics = metrics  # type: ignore[attr-defined]
     return app
+
+
+def _observe(
+    metrics: Metrics, events: list[Any], out: Any, seconds: float,
+    offsets: dict[tuple[str, int], int],
+) -> None:
+    now = time.time()
+    by_topic: dict[str, int] = {}
+    for e in events:
+        m = e.message
+        by_topic[m.topic] = by_topic.get(m.topic, 0) + 1
+        offsets[(m.topic, m.partition)] = m.offset
+        if m.timestamp:
+            metrics.latency.labels("worker").observe(max(0.0, now - m.timestamp))
+    for topic, n in by_topic.items():
+        metrics.messages_in.labels("worker", topic).inc(n)
+    metrics.readings_in.labels("worker").inc(out.readings)
+    metrics.batch_messages.labels("worker").observe(len(events))
+    metrics.batch_seconds.labels("worker").observe(seconds)
+    for kind, n in out.rows.items():
+        metrics.rows_out.labels("worker", kind).inc(n)
+    if out.indicator_rows:
+        metrics.rows_out.labels("worker", "indicators").inc(out.indicator_rows)
+    for reason, n in out.dead_reasons.items():
+        metrics.deadletters.labels("worker", reason).inc(n)
 
 
 def run_worker(settings: Settings) -> None:

@@ -92,3 +92,82 @@ def decode_deadletter(raw: bytes) -> dict[str, Any]:
     d: dict[str, Any] = orjson.loads(raw)
     d["raw"] = base64.b64decode(d.pop("raw_b64"))
     return d
+
+
+# --- derived tables: anomalies, sensor health, district risk, alert events ----------------------
+#: message kind -> (ClickHouse table, column -> numpy dtype on decode). ``ts`` columns are epoch
+#: seconds on the wire and ``datetime64[s]`` in the sink.
+TABLE_COLUMNS: dict[str, tuple[str, dict[str, Any]]] = {
+    "anomalies": ("anomalies", {
+        "ts": np.float64, "sensor_id": object, "kind": object, "district": object,
+        "score": np.float64, "seasonal": np.float64, "spatial": np.float64,
+        "multivariate": np.float64, "metric": object, "flags": np.uint16,
+    }),
+    "health": ("sensor_health", {
+        "ts": np.float64, "sensor_id": object, "district": object, "flags": np.uint16,
+        "status": object,
+    }),
+    "risk": ("district_risk", {
+        "ts": np.float64, "district": object, "risk": np.float64, "colour": object,
+        "contrib_traffic": np.float64, "contrib_environment": np.float64,
+        "contrib_utility": np.float64, "top_sensors": object,
+    }),
+    "alerts": ("alert_events", {
+        "ts": np.float64, "alert_id": object, "district": object, "type": object,
+        "event": object, "state": object, "severity": np.uint8, "peak": np.float64,
+        "sensors": object, "actor": object,
+    }),
+}
+
+
+def encode_table(kind: str, columns: dict[str, Any]) -> bytes:
+    """A columnar message of one derived table (``kind`` in :data:`TABLE_COLUMNS`).
+
+    NaN floats travel as JSON ``null`` and come back as NaN.
+    """
+    spec = TABLE_COLUMNS[kind][1]
+    missing = set(spec) - set(columns)
+    if missing:
+        raise ValueError(f"{kind}: missing column(s) {sorted(missing)}")
+    cols: dict[str, Any] = {}
+    for name in spec:
+        v = columns[name]
+        cols[name] = (
+            np.ascontiguousarray(v, dtype=np.float64)
+            if spec[name] is np.float64
+            else (v.tolist() if isinstance(v, np.ndarray) else list(v))
+        )
+    return orjson.dumps({"v": 1, "kind": kind, "columns": cols}, option=OPT)
+
+
+def decode_table(raw: bytes) -> tuple[str, dict[str, np.ndarray]]:
+    """``(table, columns)`` of a derived message, ready for ``Store.insert``."""
+    try:
+        d = orjson.loads(raw)
+        kind = d["kind"]
+        if d.get("v") != 1 or kind not in TABLE_COLUMNS:
+            raise FrameError("unknown_version", f"unknown derived message {kind!r} v{d.get('v')}")
+        table, spec = TABLE_COLUMNS[kind]
+        raw_cols = d["columns"]
+        out: dict[str, np.ndarray] = {}
+        n = None
+        for name, dtype in spec.items():
+            values = raw_cols[name]
+            if dtype is np.float64:
+                arr = np.array([np.nan if x is None else x for x in values], dtype=np.float64)
+            elif dtype is object:
+                arr = np.empty(len(values), dtype=object)
+                arr[:] = values
+            else:
+                arr = np.asarray(values, dtype=dtype)
+            if n is None:
+                n = len(arr)
+            elif len(arr) != n:
+                raise FrameError("ragged", f"{kind}: column {name} has {len(arr)} values, not {n}")
+            out[name] = arr
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, FrameError):
+            raise
+        raise FrameError("malformed_derived", f"bad derived message: {exc}") from None
+    out["ts"] = np.floor(out["ts"]).astype("datetime64[s]")
+    return table, out

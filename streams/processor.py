@@ -1,25 +1,49 @@
 """The worker's logic, free of Faust: raw messages in, encoded outputs out.
 
 The Faust agent (:mod:`streams.app`) is a thin adapter around :class:`Processor`, which also
-runs in tests and benchmarks without a broker. It validates each frame against the city (unknown
-gateway, sensor or metric set → dead letter), feeds the per-gateway event-time windows and emits
-rolling-mean indicators for the windows the watermark closed.
+runs in tests and benchmarks without a broker. Per batch of messages it
+
+1. decodes and validates each frame against the city (every failure → a dead letter with the
+   reason, the original bytes and the source topic/partition/offset);
+2. feeds the per-gateway event-time windows (rolling-mean indicators for the windows the
+   watermark closed; readings behind a closed window → dead letter ``late``);
+3. runs the model stack (:class:`models.stack.CityModels`) once per sensor *kind* over the
+   batch's readings, so numpy works on thousands of readings per call: scored anomalies above
+   ``anomaly_score`` go to ``city.anomalies``;
+4. ticks the models whenever the event-time watermark passes a multiple of ``tick_s``:
+   district risk → ``city.risk``, alert lifecycle events → ``city.alerts``, sensor-health
+   changes → ``city.anomalies`` (kind ``health``), congestion and AQI → ``city.indicators``.
+
+State (windows + models) is plain data per gateway (:meth:`Processor.snapshot_gateway`) plus
+one city-wide part (alerts, tick clock, last reported health): :mod:`streams.app` keeps both in
+a changelog-backed Faust table.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
+import zlib
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from config.city import City
-from config.domains import KINDS
+from config.domains import KIND_DOMAIN, KINDS
 from models.frame import Frame, FrameError, decode, encode
-from streams.codecs import IndicatorBatch, encode_deadletter, encode_indicators
+from streams.codecs import (
+    IndicatorBatch,
+    encode_deadletter,
+    encode_indicators,
+    encode_table,
+)
 from streams.windows import GatewayWindows
+
+if TYPE_CHECKING:  # models are imported lazily (scikit-learn is heavy)
+    from models.stack import CityModels, KindResult, TickResult
 
 STEP_S = 60
 
@@ -37,10 +61,27 @@ class Message:
 
 @dataclass
 class Outputs:
+    """Encoded messages per output topic (logical name → [(key, value)]) and counts."""
+
     indicators: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
     deadletters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    anomalies: list[tuple[bytes, bytes]] = field(default_factory=list)  # anomalies + health
+    risk: list[tuple[bytes, bytes]] = field(default_factory=list)
+    alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
     readings: int = 0
     indicator_rows: int = 0
+    rows: Counter[str] = field(default_factory=Counter)  # derived rows by kind
+    dead_reasons: Counter[str] = field(default_factory=Counter)
+    max_event_ts: float = float("-inf")
+
+    def by_topic(self) -> list[tuple[str, list[tuple[Any, bytes]]]]:
+        return [
+            ("indicators", list(self.indicators)),
+            ("anomalies", list(self.anomalies)),
+            ("risk", list(self.risk)),
+            ("alerts", list(self.alerts)),
+            ("deadletter", list(self.deadletters)),
+        ]
 
 
 def validate_frame(city: City, frame: Frame) -> None:
@@ -62,7 +103,47 @@ def validate_frame(city: City, frame: Frame) -> None:
         )
 
 
+
+
+class CityValidator:
+    """:func:`validate_frame` with the city's per-gateway sensor maps built once."""
+
+    def __init__(self, city: City) -> None:
+        self.city = city
+        self.local: dict[str, dict[str, int]] = {
+            g.id: {s.id: i for i, s in enumerate(g.sensors)} for g in city.gateways
+        }
+        self.metrics: dict[str, frozenset[str]] = {
+            g.id: frozenset(KINDS[g.domain][g.kind]) for g in city.gateways
+        }
+
+    def __call__(self, frame: Frame) -> np.ndarray:
+        """Validate; returns the readings' local sensor indices within the gateway."""
+        g = self.city.gateway_index.get(frame.gateway)
+        if g is None:
+            raise FrameError("unknown_gateway", f"unknown gateway {frame.gateway!r}")
+        if frame.domain != g.domain or set(frame.metrics) != self.metrics[g.id]:
+            raise FrameError(
+                "unknown_metrics",
+                f"gateway {g.id} is a {g.kind} gateway; frame has {frame.domain} "
+                f"metrics {sorted(frame.metrics)}",
+            )
+        local = self.local[g.id]
+        idx = np.fromiter((local.get(s, -1) for s in frame.sensor_id), np.int64, len(frame))
+        if (idx < 0).any():
+            unknown = sorted({str(s) for s, i in zip(frame.sensor_id, idx, strict=True) if i < 0})
+            raise FrameError("unknown_sensor", f"gateway {g.id}: unknown sensor(s) {unknown[:5]}")
+        return idx
+
+
+def _chunks(n: int, size: int) -> Iterable[slice]:
+    for i in range(0, n, size):
+        yield slice(i, min(i + size, n))
+
+
 class Processor:
+    """Validation, windows and (optionally) the model stack over batches of raw messages."""
+
     def __init__(
         self,
         city: City,
@@ -71,16 +152,41 @@ class Processor:
         lateness_s: int = 120,
         max_frame_bytes: int = 4_000_000,
         clock: Callable[[], float] = time.time,
+        models: CityModels | None = None,
+        tick_s: float = 60.0,
+        anomaly_score: float = 0.95,
+        max_rows_per_message: int = 5000,
     ) -> None:
+        if tick_s <= 0:
+            raise ValueError(f"tick_s must be > 0, got {tick_s!r}")
+        if not 0.0 <= anomaly_score <= 1.0:
+            raise ValueError(f"anomaly_score must be in [0, 1], got {anomaly_score!r}")
         self.city = city
         self.window_s, self.lateness_s = window_s, lateness_s
         self.max_frame_bytes = max_frame_bytes
         self.clock = clock
+        self.validator = CityValidator(city)
         self.windows: dict[str, GatewayWindows] = {}
         self.dead_by_reason: Counter[str] = Counter()
-        self._local: dict[str, dict[str, int]] = {}
+        self.models = models
+        self.tick_s = float(tick_s)
+        self.anomaly_score = float(anomaly_score)
+        self.max_rows = max_rows_per_message
+        self.next_tick: float | None = None
+        self.reported_quality: np.ndarray | None = None
+        self.dirty: set[str] = set()  # gateways changed since the last snapshot
+        #: called with a gateway id the first time it is seen; returns its saved state or None
+        self.restore_hook: Callable[[str], bytes | None] | None = None
+        if models is not None:
+            t = models.table
+            self._gidx = {gw: t.lookup([s.id for s in g.sensors])
+                          for gw, g in city.gateway_index.items()}
+            if any((ix < 0).any() for ix in self._gidx.values()):
+                raise ValueError("the models' sensor table lacks sensors of the city")
+            self.reported_quality = np.zeros(len(t), dtype=np.uint16)
 
-    def _gateway_state(self, gateway: str) -> tuple[GatewayWindows, dict[str, int]]:
+    # -- state -----------------------------------------------------------------------------------
+    def _gateway_windows(self, gateway: str) -> GatewayWindows:
         w = self.windows.get(gateway)
         if w is None:
             g = self.city.gateway_index[gateway]
@@ -92,11 +198,65 @@ class Processor:
                 lateness_s=self.lateness_s,
             )
             self.windows[gateway] = w
-            self._local[gateway] = {s.id: i for i, s in enumerate(g.sensors)}
-        return w, self._local[gateway]
+            blob = self.restore_hook(gateway) if self.restore_hook is not None else None
+            if blob:
+                self.restore_gateway(gateway, blob)
+        return w
 
-    def _dead(self, out: Outputs, msg: Message, reason: str, error: str, raw: bytes | None = None) -> None:
+    def snapshot_gateway(self, gateway: str, *, shared: bool = True) -> bytes:
+        """The gateway's windows and model state, compressed JSON.
+
+        ``shared=False`` leaves out the kind-wide IsolationForest training buffer (identical for
+        every gateway of a kind at one moment): a snapshot round writes it with one gateway per
+        kind only, which keeps a round ~10× smaller.
+        """
+        body: dict[str, Any] = {"v": 1, "windows": self._gateway_windows(gateway).snapshot()}
+        if self.models is not None:
+            snap = self.models.snapshot(self.models.table.gateway_sensors(gateway))
+            if not shared:
+                for kind_snap in snap["kinds"].values():
+                    iso = kind_snap.get("isolation")
+                    if isinstance(iso, dict) and isinstance(iso.get("shared"), dict):
+                        iso["shared"].pop("buf", None)
+                        iso["shared"].pop("train", None)
+            body["models"] = snap
+        return zlib.compress(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), 1)
+
+    def restore_gateway(self, gateway: str, blob: bytes) -> None:
+        body = orjson.loads(zlib.decompress(blob))
+        self._gateway_windows(gateway).restore(body["windows"])
+        if self.models is not None and "models" in body:
+            self.models.restore(body["models"])
+
+    def snapshot_city(self) -> bytes:
+        """City-wide state: alert state machine, tick clock, last reported sensor health."""
+        body: dict[str, Any] = {"v": 1, "next_tick": self.next_tick}
+        if self.models is not None:
+            body["alerts"] = self.models.snapshot_alerts()
+            body["watermark"] = (
+                self.models.watermark if np.isfinite(self.models.watermark) else None
+            )
+            assert self.reported_quality is not None
+            body["quality"] = self.reported_quality
+        return zlib.compress(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), 1)
+
+    def restore_city(self, blob: bytes) -> None:
+        body = orjson.loads(zlib.decompress(blob))
+        self.next_tick = body.get("next_tick")
+        if self.models is not None and "alerts" in body:
+            self.models.restore_alerts(body["alerts"])
+            if body.get("watermark") is not None:
+                self.models.watermark = max(self.models.watermark, float(body["watermark"]))
+            q = np.asarray(body.get("quality", []), dtype=np.uint16)
+            if self.reported_quality is not None and q.shape == self.reported_quality.shape:
+                self.reported_quality = q
+
+    # -- processing ------------------------------------------------------------------------------
+    def _dead(
+        self, out: Outputs, msg: Message, reason: str, error: str, raw: bytes | None = None
+    ) -> None:
         self.dead_by_reason[reason] += 1
+        out.dead_reasons[reason] += 1
         out.deadletters.append(
             (
                 msg.key,
@@ -112,26 +272,30 @@ class Processor:
             )
         )
 
-    def validate(self, frame: Frame) -> None:
-        validate_frame(self.city, frame)
+    def validate(self, frame: Frame) -> np.ndarray:
+        return self.validator(frame)
 
     def process(self, messages: Iterable[Message]) -> Outputs:
         out = Outputs()
         touched: set[str] = set()
+        # kind -> lists of (global sensor index, ts, values, seq) for one models.update per kind
+        per_kind: dict[str, list[tuple[np.ndarray, ...]]] = defaultdict(list)
         for msg in messages:
             try:
+                if not isinstance(msg.value, (bytes, bytearray)):
+                    raise FrameError("malformed_json", "message has no value (tombstone)")
                 frame = decode(msg.value, max_bytes=self.max_frame_bytes)
-                self.validate(frame)
+                idx = self.validate(frame)
             except FrameError as exc:
-                self._dead(out, msg, exc.reason, str(exc))
+                self._dead(out, msg, exc.reason, str(exc), raw=msg.value or b"")
                 continue
             g = self.city.gateway_index[frame.gateway]
-            w, local = self._gateway_state(frame.gateway)
-            idx = np.fromiter((local[s] for s in frame.sensor_id), dtype=np.int64, count=len(frame))
+            w = self._gateway_windows(frame.gateway)
             metrics = KINDS[g.domain][g.kind]
             values = np.column_stack([frame.metrics[m] for m in metrics])
             late = w.add(idx, frame.ts, frame.seq, values)
             out.readings += len(frame)
+            out.max_event_ts = max(out.max_event_ts, float(frame.ts.max()))
             if late.any():
                 late_frame = Frame(
                     frame.gateway, frame.domain, frame.ts[late], frame.sensor_id[late],
@@ -144,12 +308,184 @@ class Processor:
                     raw=encode(late_frame),
                 )
             touched.add(frame.gateway)
+            if self.models is not None:
+                ok = ~late
+                if ok.any():
+                    per_kind[g.kind].append(
+                        (self._gidx[frame.gateway][idx[ok]], frame.ts[ok], values[ok],
+                         frame.seq[ok])
+                    )
+        self.dirty |= touched
         for gateway in sorted(touched):
             batch = self._emit(gateway)
             if batch is not None:
                 out.indicators.append((gateway.encode(), encode_indicators(batch)))
                 out.indicator_rows += len(batch)
+        if self.models is not None:
+            for kind in sorted(per_kind):
+                parts = per_kind[kind]
+                res = self.models.update(
+                    kind,
+                    np.concatenate([p[0] for p in parts]),
+                    np.concatenate([p[1] for p in parts]),
+                    np.concatenate([p[2] for p in parts]),
+                    np.concatenate([p[3] for p in parts]),
+                )
+                self._anomalies(out, res)
+            self._maybe_tick(out)
         return out
+
+    def _anomalies(self, out: Outputs, res: KindResult) -> None:
+        hot = np.flatnonzero(np.nan_to_num(res.score, nan=-1.0) >= self.anomaly_score)
+        if not hot.size:
+            return
+        t = self.models.table  # type: ignore[union-attr]
+        sensor = res.sensor[hot]
+        metrics = np.array([*KINDS[KIND_DOMAIN[res.kind]][res.kind], ""], dtype=object)
+        cols = {
+            "ts": res.ts[hot],
+            "sensor_id": t.ids[sensor],
+            "kind": np.full(hot.size, res.kind, dtype=object),
+            "district": t.district[sensor],
+            "score": res.score[hot],
+            "seasonal": res.seasonal[hot],
+            "spatial": res.spatial[hot],
+            "multivariate": res.multivariate[hot],
+            "metric": metrics[res.metric[hot]],  # -1 (no metric) -> ""
+            "flags": res.flags[hot].astype(np.uint16),
+        }
+        self._table_messages(out.anomalies, "anomalies", res.kind.encode(), cols, hot.size)
+        out.rows["anomalies"] += int(hot.size)
+
+    def _table_messages(
+        self, dest: list[tuple[bytes, bytes]], kind: str, key: bytes,
+        cols: dict[str, Any], n: int,
+    ) -> None:
+        for sl in _chunks(n, self.max_rows):
+            dest.append((key, encode_table(kind, {c: v[sl] for c, v in cols.items()})))
+
+    def _maybe_tick(self, out: Outputs) -> None:
+        models = self.models
+        assert models is not None
+        wm = models.watermark
+        if not np.isfinite(wm):
+            return
+        boundary = float(np.floor(wm / self.tick_s) * self.tick_s)
+        if self.next_tick is None:
+            self.next_tick = boundary + self.tick_s
+            return
+        if wm < self.next_tick:
+            return
+        # one tick at the newest boundary the watermark passed (a replay at full speed may pass
+        # several per batch; risk and alerts describe "now", not every skipped minute)
+        self.next_tick = boundary + self.tick_s
+        self.tick(boundary, out)
+
+    def tick(self, now: float, out: Outputs) -> TickResult:
+        from models.health import flag_names
+
+        models = self.models
+        assert models is not None and self.reported_quality is not None
+        res = models.tick(now)
+        t = models.table
+        cols: dict[str, Any]
+        # district risk
+        recs = res.risk.to_records(now)
+        if recs:
+            cols = {
+                "ts": np.full(len(recs), now),
+                "district": np.array([r["district"] for r in recs], dtype=object),
+                "risk": np.array([r["risk"] for r in recs], dtype=np.float64),
+                "colour": np.array([r["colour"] for r in recs], dtype=object),
+                **{
+                    f"contrib_{d}": np.array(
+                        [r["contributions"].get(d, 0.0) for r in recs], dtype=np.float64
+                    )
+                    for d in ("traffic", "environment", "utility")
+                },
+                "top_sensors": np.array(
+                    [orjson.dumps(r["top_sensors"]).decode() for r in recs], dtype=object
+                ),
+            }
+            self._table_messages(out.risk, "risk", b"risk", cols, len(recs))
+            out.rows["risk"] += len(recs)
+        # alert lifecycle events
+        if res.alerts:
+            ev = res.alerts
+            cols = {
+                "ts": np.array([e["ts"] for e in ev], dtype=np.float64),
+                "alert_id": [e["alert_id"] for e in ev],
+                "district": [e["district"] for e in ev],
+                "type": [e["type"] for e in ev],
+                "event": [e["event"] for e in ev],
+                "state": [e["state"] for e in ev],
+                "severity": [int(e["severity"]) for e in ev],
+                "peak": np.array([e["peak"] for e in ev], dtype=np.float64),
+                "sensors": [list(e["sensors"]) for e in ev],
+                "actor": ["worker"] * len(ev),
+            }
+            self._table_messages(out.alerts, "alerts", b"alerts", cols, len(ev))
+            out.rows["alerts"] += len(ev)
+        # sensor health: only the sensors whose flags changed
+        changed = np.flatnonzero(res.quality != self.reported_quality)
+        if changed.size:
+            q = res.quality[changed]
+            cols = {
+                "ts": np.full(changed.size, now),
+                "sensor_id": t.ids[changed],
+                "district": t.district[changed],
+                "flags": q.astype(np.uint16),
+                "status": np.array(
+                    [",".join(flag_names(int(f))) or "ok" for f in q.tolist()], dtype=object
+                ),
+            }
+            self._table_messages(out.anomalies, "health", b"health", cols, changed.size)
+            self.reported_quality = res.quality.astype(np.uint16).copy()
+            out.rows["health"] += int(changed.size)
+        # city indicators: congestion per district and city, AQI per station and district
+        ind = self._city_indicators(now, res.indicators)
+        if ind is not None:
+            out.indicators.append((b"city", encode_indicators(ind)))
+            out.indicator_rows += len(ind)
+        return res
+
+    def _city_indicators(self, now: float, ind: dict[str, Any]) -> IndicatorBatch | None:
+        models = self.models
+        assert models is not None
+        t = models.table
+        et: list[str] = []
+        eid: list[str] = []
+        name: list[str] = []
+        val: list[float] = []
+
+        def add(etype: str, ids: Iterable[str], n: str, values: np.ndarray) -> None:
+            for i, v in zip(ids, np.asarray(values, dtype=np.float64).tolist(), strict=True):
+                if np.isfinite(v):
+                    et.append(etype)
+                    eid.append(str(i))
+                    name.append(n)
+                    val.append(float(v))
+
+        if "congestion_district" in ind:
+            add("district", t.districts, "congestion_index", ind["congestion_district"])
+        if "congestion_city" in ind:
+            add("city", ["city"], "congestion_index", np.array([ind["congestion_city"]]))
+        if "aqi" in ind:
+            air = t.ids[t.members["air"]]
+            add("station", air, "aqi", ind["aqi"].aqi)
+        if "aqi_district" in ind:
+            add("district", t.districts, "aqi", ind["aqi_district"])
+        if not val:
+            return None
+        n = len(val)
+        return IndicatorBatch(
+            ts=np.full(n, now),
+            entity_type=np.array(et, dtype=object),
+            entity_id=np.array(eid, dtype=object),
+            name=np.array(name, dtype=object),
+            value=np.array(val, dtype=np.float64),
+            window_s=int(self.tick_s),
+        )
 
     def _emit(self, gateway: str) -> IndicatorBatch | None:
         w = self.windows[gateway]

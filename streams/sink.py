@@ -1,12 +1,16 @@
 """Kafka → ClickHouse sink: batched, columnar, at-least-once, de-duplicated by key.
 
-- Consumes the readings topics and ``city.indicators`` in its own consumer group.
+- Consumes the readings topics and the derived topics (``city.indicators``, ``city.anomalies``
+  with anomalies and sensor-health changes, ``city.risk``, ``city.alerts``) in its own consumer
+  group, and ``city.groundtruth`` (simulator labels) into ``groundtruth``.
 - Buffers rows per table and inserts them when ``sink_batch_rows`` rows are buffered or
   ``sink_flush_s`` seconds have passed, as numpy columns.
 - Commits offsets only after every buffered row is stored. Tables are ReplacingMergeTree keyed by
   (sensor_id, ts, seq) / (entity, name, ts), so a redelivered message never counts twice.
 - While ClickHouse is down it pauses consumption (memory stays bounded by one batch), retries
-  with exponential backoff, and resumes when the insert succeeds.
+  with exponential backoff, and resumes when the insert succeeds. It also stops fetching while
+  it holds ``sink_max_buffer_rows`` rows, whatever the reason.
+- Secrets (SASL password) go to the client, never to the log.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from config.domains import DOMAIN_METRICS
 from config.settings import Settings
 from models.frame import FrameError, decode
 from store.base import Store, StoreError
-from streams.codecs import decode_indicators
-from streams.processor import validate_frame
+from streams.codecs import decode_indicators, decode_table
+from streams.metrics import Metrics
+from streams.processor import CityValidator
 from streams.topics import READINGS
 
 log = logging.getLogger("citybrain.sink")
@@ -50,6 +55,7 @@ class _Buffer:
         self.parts: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
         self.rows = 0
         self.since: float | None = None
+        self.produced_at: list[float] = []  # Kafka timestamps (s) of the buffered messages
 
     def add(self, table: str, cols: dict[str, np.ndarray], now: float) -> None:
         self.parts[table].append(cols)
@@ -67,16 +73,19 @@ class _Buffer:
         self.parts.clear()
         self.rows = 0
         self.since = None
+        self.produced_at = []
 
 
-def frame_rows(raw: bytes, max_bytes: int, city: City) -> tuple[str, dict[str, np.ndarray]]:
+def frame_rows(
+    raw: bytes, max_bytes: int, city: City | CityValidator
+) -> tuple[str, dict[str, np.ndarray]]:
     """A valid readings frame as (table, columns) for its domain's wide table.
 
     Invalid frames raise :class:`FrameError`: the worker dead-letters them, so the sink stores
     exactly the readings the worker accepted (late readings included: raw data is the record).
     """
     f = decode(raw, max_bytes=max_bytes)
-    validate_frame(city, f)
+    (city if isinstance(city, CityValidator) else CityValidator(city))(f)
     n = len(f)
     cols: dict[str, np.ndarray] = {
         "ts": np.floor(f.ts).astype("datetime64[s]"),
@@ -101,6 +110,29 @@ def indicator_rows(raw: bytes) -> tuple[str, dict[str, np.ndarray]]:
     }
 
 
+def label_rows(raw: bytes) -> tuple[str, dict[str, np.ndarray]]:
+    """A simulator label (``city.groundtruth``) as a ``groundtruth`` row."""
+    import orjson
+
+    try:
+        d = orjson.loads(raw)
+        sensors = np.empty(1, dtype=object)
+        sensors[0] = [str(x) for x in d.get("sensors", [])]
+        cols = {
+            "id": np.array([str(d["id"])], dtype=object),
+            "type": np.array([str(d["type"])], dtype=object),
+            "category": np.array([str(d.get("category", ""))], dtype=object),
+            "start": np.array([int(float(d["start"]))], dtype="datetime64[s]"),
+            "end": np.array([int(float(d["end"]))], dtype="datetime64[s]"),
+            "district": np.array([str(d.get("district") or "")], dtype=object),
+            "sensors": sensors,
+            "detail": np.array([orjson.dumps(d.get("detail") or {}).decode()], dtype=object),
+        }
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise FrameError("malformed_label", f"bad ground-truth label: {exc}") from None
+    return "groundtruth", cols
+
+
 class Sink:
     def __init__(
         self,
@@ -109,6 +141,7 @@ class Sink:
         *,
         clock: Callable[[], float] = time.monotonic,
         max_backoff_s: float = 10.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -116,10 +149,16 @@ class Sink:
         self.max_backoff_s = max_backoff_s
         self.stats = SinkStats()
         self.buffer = _Buffer()
+        self.metrics = metrics or Metrics("sink")
         self._readings_topics = {settings.topic(t) for t in READINGS}
         self._indicators_topic = settings.topic("indicators")
+        self._table_topics = {settings.topic(t) for t in ("anomalies", "risk", "alerts")}
+        self._labels_topic = settings.topic("groundtruth")
         self.consumer: KafkaConsumer | None = None
         self.city = load_city(settings.city_file)
+        self.validator = CityValidator(self.city)
+        #: the most rows held at once (checked by the outage test: memory stays bounded)
+        self.max_buffered_rows = 0
 
     # -- consumer --------------------------------------------------------------------------------
     def _consumer(self) -> KafkaConsumer:
@@ -156,7 +195,10 @@ class Sink:
             def on_partitions_assigned(self, assigned: object) -> None:
                 log.info("sink assigned %s", assigned)
 
-        topics = [*sorted(self._readings_topics), self._indicators_topic]
+        topics = [
+            *sorted(self._readings_topics), self._indicators_topic,
+            *sorted(self._table_topics), self._labels_topic,
+        ]
         # Fetch the topics' metadata before joining the group. Joining first makes the leader
         # assign nothing and rebalance again once metadata arrives; kafka-python 3.0 sometimes
         # never completes that second rebalance (seen against Apache Kafka 4.1).
@@ -185,6 +227,7 @@ class Sink:
                     self._flush()
                 except StoreError as exc:
                     self.stats.failures += 1
+                    self.metrics.store_failures.labels("sink").inc()
                     if not stalled:
                         consumer.pause(*consumer.assignment())
                         stalled = True
@@ -209,25 +252,39 @@ class Sink:
     def _ingest(self, batch: dict) -> None:
         now = self.clock()
         for tp, records in batch.items():
+            if records:
+                self.metrics.messages_in.labels("sink", tp.topic).inc(len(records))
             for rec in records:
                 self.stats.messages += 1
                 try:
+                    if rec.value is None:
+                        raise FrameError("tombstone", "message without a value")
                     if tp.topic in self._readings_topics:
-                        table, cols = frame_rows(rec.value, self.settings.max_frame_bytes, self.city)
-                    else:
+                        table, cols = frame_rows(
+                            rec.value, self.settings.max_frame_bytes, self.validator
+                        )
+                    elif tp.topic == self._indicators_topic:
                         table, cols = indicator_rows(rec.value)
+                    elif tp.topic in self._table_topics:
+                        table, cols = decode_table(rec.value)
+                    else:
+                        table, cols = label_rows(rec.value)
                 except FrameError as exc:
                     # the worker dead-letters invalid frames with the reason; the sink only counts
                     self.stats.skipped[exc.reason] += 1
                     continue
                 self.buffer.add(table, cols, now)
+                if rec.timestamp and rec.timestamp > 0:
+                    self.buffer.produced_at.append(rec.timestamp / 1000.0)
         self.stats.buffered_rows = self.buffer.rows
+        self.max_buffered_rows = max(self.max_buffered_rows, self.buffer.rows)
+        self.metrics.buffered_rows.labels("sink").set(self.buffer.rows)
 
     def _due(self) -> bool:
         b = self.buffer
         if not b.rows:
             return False
-        return b.rows >= self.settings.sink_batch_rows or (
+        return b.rows >= min(self.settings.sink_batch_rows, self.settings.sink_max_buffer_rows) or (
             b.since is not None and self.clock() - b.since >= self.settings.sink_flush_s
         )
 
@@ -239,8 +296,14 @@ class Sink:
             self.store.insert(table, cols)
         # tables de-duplicate by key, so a partial failure above followed by a retry of the
         # whole buffer stores each row once
+        now = time.time()
         for table, cols in tables.items():
-            self.stats.rows[table] += len(next(iter(cols.values())))
+            n = len(next(iter(cols.values())))
+            self.stats.rows[table] += n
+            self.metrics.rows_out.labels("sink", table).inc(n)
+        for t in self.buffer.produced_at:
+            self.metrics.latency.labels("sink").observe(max(0.0, now - t))
+        self.metrics.buffered_rows.labels("sink").set(0)
         self.buffer.clear()
         self.stats.buffered_rows = 0
         self.stats.flushes += 1
@@ -251,5 +314,6 @@ class Sink:
 
 def run_sink(settings: Settings, store: Store, stop: threading.Event) -> Sink:
     sink = Sink(settings, store)
+    sink.metrics.serve(settings.metrics_port, settings.metrics_host)
     sink.run(stop)
     return sink

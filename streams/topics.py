@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -47,15 +48,13 @@ def ensure_topics(
         existing = set(client.list_topics())
         missing = [t for t in all_topics(settings) if t not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 client.create_topics(
                     [
                         NewTopic(t, settings.kafka_partitions, settings.kafka_replication)
                         for t in missing
                     ]
                 )
-            except TopicAlreadyExistsError:
-                pass
             if log:
                 log(f"created topics: {', '.join(missing)}")
         return missing

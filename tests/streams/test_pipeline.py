@@ -130,7 +130,8 @@ def test_kafka_faust_clickhouse_server(kafka_bootstrap, server_store, unique, sp
 
     def done() -> bool:
         r = server_store.query("SELECT count() AS n FROM readings_traffic FINAL")["n"][0]
-        i = server_store.query("SELECT count() AS n FROM indicators FINAL")["n"][0]
+        i = server_store.query(
+            "SELECT count() AS n FROM indicators FINAL WHERE entity_type = 'sensor'")["n"][0]
         print(f"readings {r}/12000, indicators {i}/{len(expected)}")
         return bool(r == 12000 and i == len(expected))
 
@@ -174,7 +175,8 @@ def test_tansu_faust_chdb(tansu_bootstrap, unique, spawn, tmp_path):
 
     def done() -> bool:
         r = _hub_sql(url, "SELECT count() AS n FROM readings_traffic FINAL")["n"][0]
-        i = _hub_sql(url, "SELECT count() AS n FROM indicators FINAL")["n"][0]
+        i = _hub_sql(url, "SELECT count() AS n FROM indicators FINAL "
+                          "WHERE entity_type = 'sensor'")["n"][0]
         print(f"readings {r}/12000, indicators {i}/{len(expected)}")
         return bool(r == 12000 and i == len(expected))
 
