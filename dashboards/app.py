@@ -359,7 +359,8 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
             "water": figures.sparkline(snap.water_trend, colour=KPI_COLOUR["water"], fmt=",.0f"),
             "grid": figures.sparkline(snap.grid_trend, colour=KPI_COLOUR["grid"], fmt=",.0f"),
             "alerts": figures.sparkline(snap.alerts_trend, colour=KPI_COLOUR["alerts"], fmt=".0f"),
-            "avail": figures.sparkline(snap.avail_trend, colour=KPI_COLOUR["avail"], fmt=".1f"),
+            "avail": figures.sparkline(snap.avail_trend, colour=KPI_COLOUR["avail"], fmt=".1f",
+                                       y_range=(0, 105)),
         }
         can_act = auth.may_act()
         feed: list = [alert_item(a, lang, geo, can_act=can_act, live=snap.live)

@@ -196,7 +196,7 @@ def _alpha(hex_colour: str, a: float) -> str:
 
 
 def sparkline(df: pd.DataFrame, *, colour: str = "#38bdf8", fmt: str = ".2f",
-              height: int = 46) -> go.Figure:
+              height: int = 46, y_range: tuple[float, float] | None = None) -> go.Figure:
     """A tiny trend: ``minute`` (epoch s) and ``value`` columns."""
     fig = go.Figure()
     if len(df):
@@ -208,7 +208,7 @@ def sparkline(df: pd.DataFrame, *, colour: str = "#38bdf8", fmt: str = ".2f",
         ))
     fig = _base_layout(fig, height=height, showlegend=False, hovermode="x")
     fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
+    fig.update_yaxes(visible=False, range=list(y_range) if y_range else None)
     return fig
 
 
