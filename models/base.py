@@ -131,6 +131,17 @@ def check_int(name: str, value: int, lo: int) -> int:
     return value
 
 
+def flat_rows(idx: np.ndarray, m: int) -> np.ndarray:
+    """Flat positions of rows ``idx`` of a C-contiguous ``(n, m)`` array (for :func:`put_rows`)."""
+    return (idx[:, None] * m + np.arange(m)).reshape(-1)
+
+
+def put_rows(arr: np.ndarray, flat: np.ndarray, values: np.ndarray) -> None:
+    """``arr[idx] = values`` for a C-contiguous ``arr`` through :func:`flat_rows` positions:
+    numpy's row-wise fancy assignment is several times slower than a flat one."""
+    arr.reshape(-1)[flat] = values.reshape(-1)
+
+
 def occurrence_rounds(sensor: np.ndarray) -> list[np.ndarray]:
     """Split positions into rounds in which every sensor occurs at most once.
 

@@ -33,7 +33,9 @@ from models.base import (
     PerSensorState,
     check_int,
     check_positive,
+    flat_rows,
     occurrence_rounds,
+    put_rows,
 )
 
 OUT_OF_RANGE = 1
@@ -144,6 +146,8 @@ class SensorHealth(PerSensorState):
         for r in occurrence_rounds(batch.sensor):
             flags[r] |= self._round(batch, r)
         # remember when each flag fired, per sensor (the quality flag)
+        if not flags.any():
+            return flags
         for b in range(N_BITS):
             hit = (flags & (1 << b)) != 0
             if hit.any():
@@ -154,51 +158,78 @@ class SensorHealth(PerSensorState):
         s = batch.sensor[r]
         t = batch.ts[r]
         x = batch.values[r]
+        m = self.n_metrics
+        fs = flat_rows(s, m)
         out = np.zeros(s.shape[0], dtype=np.uint16)
+        prev = self.last_x.take(s, axis=0)
+        last_ts = self.last_ts[s]
+        max_ts = self.max_ts[s]
         # duplicate / out of order
         if batch.seq is not None:
             q = batch.seq[r]
-            dup = (self.seqs[s] == q[:, None]).any(axis=1)
+            dup = (self.seqs.take(s, axis=0) == q[:, None]).any(axis=1)
         else:
-            same_x = ((x == self.last_x[s]) | (np.isnan(x) & np.isnan(self.last_x[s]))).all(axis=1)
-            dup = (t == self.last_ts[s]) & same_x
-        ooo = ~dup & (t < self.max_ts[s])
-        out[dup] |= DUPLICATE
+            same_x = ((x == prev) | (np.isnan(x) & np.isnan(prev))).all(axis=1)
+            dup = (t == last_ts) & same_x
+        ooo = ~dup & (t < max_ts)
+        any_dup = bool(dup.any())
+        if any_dup:
+            out[dup] |= DUPLICATE
         out[ooo] |= OUT_OF_ORDER
         fresh = ~dup
         # stuck: identical to the previous reading on every judged metric
-        prev = self.last_x[s]
         cols = self._stuck_cols
-        same = (x[:, cols] == prev[:, cols]).all(axis=1) & ~np.isnan(x[:, cols]).any(axis=1)
+        if cols.all():
+            same = (x == prev).all(axis=1)
+        else:
+            same = (x[:, cols] == prev[:, cols]).all(axis=1) & ~np.isnan(x[:, cols]).any(axis=1)
         run = np.where(same, self.run[s] + 1, 0)
         out[fresh & (run >= self.stuck_readings - 1)] |= STUCK
         # spike: a big jump that reverts (opposite sign, similar size) right after another
         d = x - prev
-        typical = self.step[s]
+        typical = self.step.take(s, axis=0)
         big = np.abs(d) > self.spike_k * (typical + 1e-9) + 1e-9
-        warm = (typical > 0) & (self.nstep[s] >= SPIKE_WARMUP)[:, None]
-        prev_jump = self.jump[s]
-        reverts = (
-            big
-            & warm
-            & (prev_jump != 0)
-            & (np.sign(d) == -np.sign(prev_jump))
-            & (np.abs(d) > 0.5 * np.abs(prev_jump))
-        )
-        out[fresh & reverts.any(axis=1)] |= SPIKE
-        new_jump = np.where(big & warm & ~reverts, d, 0.0)
-        ok = fresh & ~np.isnan(d).all(axis=1)
+        nstep = self.nstep[s]
+        warm = (typical > 0) & (nstep >= SPIKE_WARMUP)[:, None]
+        bw = big & warm
+        prev_jump = self.jump.take(s, axis=0)
+        if bw.any():
+            reverts = (
+                bw
+                & (prev_jump != 0)
+                & (np.sign(d) == -np.sign(prev_jump))
+                & (np.abs(d) > 0.5 * np.abs(prev_jump))
+            )
+            out[fresh & reverts.any(axis=1)] |= SPIKE
+            new_jump = np.where(bw & ~reverts, d, 0.0)
+        else:
+            new_jump = np.zeros_like(d)
+        absd = np.abs(d)
+        nan_d = np.isnan(absd)
+        ok = fresh & ~nan_d.all(axis=1)
         # learn the typical step from ordinary steps only
+        absd[nan_d] = 0.0
         a = 0.05
-        upd = np.where(big & warm, typical, typical + a * (np.nan_to_num(np.abs(d)) - typical))
-        upd = np.where(typical == 0, np.nan_to_num(np.abs(d)), upd)
-        self.step[s] = np.where(ok[:, None], upd, typical)
-        self.nstep[s] += ok
-        self.jump[s] = np.where(ok[:, None], new_jump, self.jump[s])
-        self.run[s] = np.where(fresh, run, self.run[s])
-        self.last_x[s] = np.where(fresh[:, None], x, prev)
-        self.last_ts[s] = np.where(fresh, t, self.last_ts[s])
-        self.max_ts[s] = np.fmax(self.max_ts[s], t)
+        upd = np.where(bw, typical, typical + a * (absd - typical))
+        upd = np.where(typical == 0, absd, upd)
+        all_ok = bool(ok.all())
+        if all_ok:
+            put_rows(self.step, fs, upd)
+            put_rows(self.jump, fs, new_jump)
+        else:
+            okc = ok[:, None]
+            put_rows(self.step, fs, np.where(okc, upd, typical))
+            put_rows(self.jump, fs, np.where(okc, new_jump, prev_jump))
+        self.nstep[s] = nstep + ok
+        if any_dup:
+            self.run[s] = np.where(fresh, run, self.run[s])
+            put_rows(self.last_x, fs, np.where(fresh[:, None], x, prev))
+            self.last_ts[s] = np.where(fresh, t, last_ts)
+        else:
+            self.run[s] = run
+            put_rows(self.last_x, fs, x)
+            self.last_ts[s] = t
+        self.max_ts[s] = np.fmax(max_ts, t)
         if batch.seq is not None:
             q = batch.seq[r]
             pos = self.seq_n[s] % SEQ_RING

@@ -75,6 +75,7 @@ class MultivariateParams:
     buffer: int = 2048
     calibration_scale: float = 3.0
     min_sensor_windows: int = 6
+    in_score: bool = False
 
 
 @dataclass(frozen=True)

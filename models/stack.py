@@ -162,6 +162,7 @@ class KindModels:
             drift_z=p.health.drift_z,
             skip_stuck=tuple(self.metrics.index(x) for x in SKIP_STUCK.get(kind, ())),
         )
+        self.mv_in_score = p.multivariate.in_score
         self.global_index = g
         self.latest_mean = np.full((g.shape[0], m), np.nan)
 
@@ -186,7 +187,9 @@ class KindModels:
         rows = self.spatial.last_rows
         if len(rows):
             self.latest_mean[rows.sensor] = rows.mean
-        both = np.fmax(np.fmax(seas.score, spat.score), mv)
+        both = np.fmax(seas.score, spat.score)
+        if self.mv_in_score:
+            both = np.fmax(both, mv)
         return both, seas.score, spat.score, mv, seas.metric, flags, late, rows
 
     def snapshot(self, sensors: list[str]) -> dict[str, Any]:

@@ -36,7 +36,9 @@ from models.base import (
     check_int,
     check_positive,
     check_range,
+    flat_rows,
     occurrence_rounds,
+    put_rows,
 )
 from models.detectors.calibration import calibrate, combine_metrics, smooth_weight
 
@@ -189,64 +191,86 @@ class SeasonalDetector(PerSensorState):
         return DetectorResult(score, metric)
 
     def _round(self, s: np.ndarray, t: np.ndarray, x: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        # one vectorised step for readings of distinct sensors; (sensor, slot) state is read
+        # and written through a flat index (much cheaper than 2-D fancy indexing)
+        m = self.n_metrics
+        fi = s * self.med.shape[1] + slot
+        ff = flat_rows(fi, m)
+        fs = flat_rows(s, m)
+        med_f = self.med.reshape(-1, m)
+        mad_f = self.mad.reshape(-1, m)
+        cnt_f = self.cnt.reshape(-1, m)
         floor_abs = self._floor
-        med = self.med[s, slot]
-        mad = self.mad[s, slot]
-        cnt = self.cnt[s, slot]
-        lvl = self.lvl[s]
-        slope = self.slope[s]
-        dev = self.dev[s]
-        lcnt = self.lcnt[s]
+        med = med_f.take(fi, axis=0)
+        mad = mad_f.take(fi, axis=0)
+        cnt = cnt_f.take(fi, axis=0)
+        lvl = self.lvl.take(s, axis=0)
+        slope = self.slope.take(s, axis=0)
+        dev = self.dev.take(s, axis=0)
+        lcnt = self.lcnt.take(s, axis=0)
         last = self.last_ts[s]
-        dt = np.where(np.isnan(last), 0.0, t - last)
+        first_seen = np.isnan(last)
+        dt = np.where(first_seen, 0.0, t - last)
         dtp = np.maximum(dt, 0.0)[:, None]
-        has = ~np.isnan(x) & self._active
-        pred = np.where(lcnt > 0, lvl + slope * dtp, x)
+        has = ~np.isnan(x)
+        if self.skip:
+            has &= self._active
+        all_has = bool(has.all())
+        started = lcnt > 0
+        pred = np.where(started, lvl + slope * dtp, x)
         warm = cnt >= self.min_count
         base = np.where(warm, med, pred)
         sig = np.where(warm, MAD_TO_SIGMA * mad, MEANDEV_TO_SIGMA * dev)
-        sig = sig + self.scale_floor * np.abs(base) + floor_abs
-        scorable = has & (warm | (lcnt >= self.min_count))
+        sig += self.scale_floor * np.abs(base) + floor_abs
+        scorable = warm | (lcnt >= self.min_count)
+        if not all_has:
+            scorable &= has
         z = np.clip((x - base) / sig, -Z_CLIP, Z_CLIP)
         # exponential smoothing of z in event time, then standardisation of the smoothed value
-        a = smooth_weight(dt, self.smooth_halflife_s)[:, None]
-        a = np.where(np.isnan(last)[:, None], 1.0, a)
-        zs_old = self.zs[s]
-        fresh = np.isnan(zs_old)
-        zs_new = np.where(fresh, z, zs_old + a * (z - zs_old))
+        a1 = smooth_weight(dt, self.smooth_halflife_s)
+        a1[first_seen] = 1.0
+        a = a1[:, None]
+        zs_old = self.zs.take(s, axis=0)
+        zs_new = np.where(np.isnan(zs_old), z, zs_old + a * (z - zs_old))
         zs_new = np.where(scorable, zs_new, zs_old)
         a_eff = np.maximum(a, 1e-6)
         u = zs_new * np.sqrt((2.0 - a_eff) / a_eff)
         out = np.where(scorable, calibrate(u, self.calibration_scale), np.nan)
-        self.zs[s] = zs_new
+        put_rows(self.zs, fs, zs_new)
 
         # --- learn: short-term level (Holt, clipped) -----------------------------------
         eta_l = np.maximum(1.0 / (lcnt + 1.0), smooth_weight(dt, self.level_halflife_s)[:, None])
-        sig_l = MEANDEV_TO_SIGMA * dev + self.scale_floor * np.abs(pred) + floor_abs
+        lim = LEVEL_CLIP * (MEANDEV_TO_SIGMA * dev + self.scale_floor * np.abs(pred) + floor_abs)
         res = x - pred
-        rc = np.clip(res, -LEVEL_CLIP * sig_l, LEVEL_CLIP * sig_l)
+        rc = np.clip(res, -lim, lim)
         new_lvl = pred + eta_l * rc
         new_slope = np.where(lcnt > 1, slope + 0.5 * eta_l * eta_l * rc / np.maximum(dtp, 1.0), 0.0)
-        new_dev = np.where(
-            lcnt > 0, dev + eta_l * (np.minimum(np.abs(res), LEVEL_CLIP * sig_l) - dev), 0.0
-        )
-        self.lvl[s] = np.where(has, new_lvl, lvl)
-        self.slope[s] = np.where(has, new_slope, slope)
-        self.dev[s] = np.where(has, new_dev, dev)
-        self.lcnt[s] = lcnt + has
+        new_dev = np.where(started, dev + eta_l * (np.minimum(np.abs(res), lim) - dev), 0.0)
 
         # --- learn: stochastic-approximation median and MAD of the slot --------------------
         eta = np.maximum(self.learning_rate, 1.0 / (cnt + 1.0))
-        sig_s = MAD_TO_SIGMA * mad + self.scale_floor * np.abs(np.nan_to_num(med)) + floor_abs
+        step = eta * (
+            MAD_TO_SIGMA * mad + self.scale_floor * np.abs(np.nan_to_num(med)) + floor_abs
+        )
         first = cnt == 0
         r0 = x - med
-        new_med = np.where(first, x, med + eta * sig_s * np.sign(r0))
+        new_med = np.where(first, x, med + step * np.sign(r0))
         mad_init = dev * (MEANDEV_TO_SIGMA / MAD_TO_SIGMA)
-        new_mad = np.where(
-            first, mad_init, np.maximum(mad + eta * sig_s * np.sign(np.abs(r0) - mad), 0.0)
+        new_mad = np.where(first, mad_init, np.maximum(mad + step * np.sign(np.abs(r0) - mad), 0.0))
+        if not all_has:
+            new_lvl = np.where(has, new_lvl, lvl)
+            new_slope = np.where(has, new_slope, slope)
+            new_dev = np.where(has, new_dev, dev)
+            new_med = np.where(has, new_med, med)
+            new_mad = np.where(has, new_mad, mad)
+        put_rows(self.lvl, fs, new_lvl)
+        put_rows(self.slope, fs, new_slope)
+        put_rows(self.dev, fs, new_dev)
+        put_rows(self.lcnt, fs, lcnt + has)
+        put_rows(self.med, ff, new_med)
+        put_rows(self.mad, ff, new_mad)
+        put_rows(self.cnt, ff, cnt + has)
+        self.last_ts[s] = (
+            np.where(has.any(axis=1), np.fmax(last, t), last) if not all_has else np.fmax(last, t)
         )
-        self.med[s, slot] = np.where(has, new_med, med)
-        self.mad[s, slot] = np.where(has, new_mad, mad)
-        self.cnt[s, slot] = cnt + has
-        self.last_ts[s] = np.where(has.any(axis=1), np.fmax(last, t), last)
         return out

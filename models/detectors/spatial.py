@@ -31,6 +31,9 @@ from models.base import (
     check_int,
     check_positive,
     check_range,
+    flat_rows,
+    occurrence_rounds,
+    put_rows,
 )
 from models.detectors.calibration import calibrate, combine_metrics, smooth_weight
 from models.detectors.seasonal import MEANDEV_TO_SIGMA, Z_CLIP, metric_floors
@@ -41,14 +44,13 @@ DRIFT_CLIP = 6.0
 
 
 def nan_median_rows(a: np.ndarray) -> np.ndarray:
-    """Median along axis 1 ignoring NaN, vectorised (NaN where a row has no value)."""
-    s = np.sort(a, axis=1)
-    n = np.sum(~np.isnan(a), axis=1, keepdims=True)
+    """Median along the last axis ignoring NaN, vectorised (NaN where a row has no value)."""
+    srt = np.sort(a, axis=-1)
+    n = np.sum(~np.isnan(a), axis=-1, keepdims=True)
     lo = np.maximum((n - 1) // 2, 0)
-    hi = np.maximum(n // 2, 0)
-    hi = np.minimum(hi, np.maximum(n - 1, 0))
-    v = 0.5 * (np.take_along_axis(s, lo, axis=1) + np.take_along_axis(s, hi, axis=1))
-    return np.where(n > 0, v, np.nan)[:, 0]
+    hi = np.minimum(np.maximum(n // 2, 0), np.maximum(n - 1, 0))
+    v = 0.5 * (np.take_along_axis(srt, lo, axis=-1) + np.take_along_axis(srt, hi, axis=-1))
+    return np.where(n > 0, v, np.nan)[..., 0]
 
 
 class SpatialDetector(PerSensorState):
@@ -165,63 +167,83 @@ class SpatialDetector(PerSensorState):
                 rows.append(closed)
             s = batch.sensor[sl]
             x = batch.values[sl]
-            pred = self.ref[s] + self.off[s]
-            sig = self._sigma(s, self.ref[s])
-            res = x - pred
+            ref = self.ref.take(s, axis=0)
+            ocnt = self.ocnt.take(s, axis=0)
+            sig = (
+                MEANDEV_TO_SIGMA * self.odev.take(s, axis=0)
+                + self.scale_floor * np.abs(ref)
+                + self._floor
+            )
+            res = x - (ref + self.off.take(s, axis=0))
             z = np.clip(res / sig, -Z_CLIP, Z_CLIP)
-            valid = ~np.isnan(res) & self._active
-            ok = (self.ocnt[s] >= self.min_count) & valid
+            valid = ~np.isnan(res)
+            if self.skip:
+                valid &= self._active
+            ok = (ocnt >= self.min_count) & valid
             scores[sl] = np.where(ok, calibrate(z, self.calibration_scale), np.nan)
             # the reading-level spread is learned when the next window closes
-            learn = valid & (self.ocnt[s] > 0)
-            np.add.at(self.rsum, s, np.where(learn, np.minimum(np.abs(res), CLIP * sig), 0.0))
-            np.add.at(self.rcnt, s, learn.astype(np.int64))
+            learn = valid & (ocnt > 0)
+            w = np.where(learn, np.minimum(np.abs(res), CLIP * sig), 0.0)
+            self._add_rows(s, w, learn)
         self.last_rows = WindowRows.concat(rows, self.n_metrics)
         self.last_late = late
         score, metric = combine_metrics(scores)
         return DetectorResult(score, metric)
 
+    def _add_rows(self, s: np.ndarray, w: np.ndarray, learn: np.ndarray) -> None:
+        """``rsum[s] += w``, ``rcnt[s] += learn`` in batch order (as ``np.add.at`` would, so
+        the sums do not depend on batch cuts), one round of distinct sensors at a time."""
+        m = self.n_metrics
+        rs = self.rsum.reshape(-1)
+        rc = self.rcnt.reshape(-1)
+        for r in occurrence_rounds(s):
+            fs = flat_rows(s[r], m)
+            rs[fs] += w[r].reshape(-1)
+            rc[fs] += learn[r].reshape(-1)
+
     def _learn(self, rows: WindowRows) -> None:
         starts = rows.start
         cuts = np.flatnonzero(np.diff(starts)) + 1
+        m = self.n_metrics
+        scratch = np.full((len(self.ids) + 1, m), np.nan)  # last row: the -1 pad (NaN)
         for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(rows)], strict=True):
             s = rows.sensor[a:b]
             x = rows.mean[a:b]
             t = float(starts[a])
-            scratch = np.full((len(self.ids), self.n_metrics), np.nan)
+            fs = flat_rows(s, m)
             scratch[s] = x
-            nb = self.neighbours[s]
-            vals = np.where((nb >= 0)[:, :, None], scratch[np.maximum(nb, 0)], np.nan)
-            med = np.stack([nan_median_rows(vals[:, :, j]) for j in range(self.n_metrics)], axis=1)
+            nb = self.neighbours.take(s, axis=0)  # -1 pads index the NaN row
+            vals = scratch.take(nb, axis=0)  # (k, nb, m)
+            med = nan_median_rows(vals.transpose(0, 2, 1))
+            scratch[s] = np.nan
             d = x - med
             ok = ~np.isnan(d)
-            cnt = self.ocnt[s]
-            sig = self._sigma(s, med)
-            z = np.clip((d - self.off[s]) / sig, -Z_CLIP, Z_CLIP)
+            cnt = self.ocnt.take(s, axis=0)
+            off = self.off.take(s, axis=0)
+            odev = self.odev.take(s, axis=0)
+            drift = self.drift.take(s, axis=0)
+            sig = MEANDEV_TO_SIGMA * odev + self.scale_floor * np.abs(med) + self._floor
+            res = d - off
+            z = np.clip(res / sig, -Z_CLIP, Z_CLIP)
             warm = cnt >= self.min_count
             # drift: slow average of the (moderately clipped) window z, once the offset is known
             zd = np.clip(z, -DRIFT_CLIP, DRIFT_CLIP)
-            dts = np.where(np.isnan(self.drift_ts[s]), 0.0, t - self.drift_ts[s])
+            dts_prev = self.drift_ts[s]
+            dts = np.where(np.isnan(dts_prev), 0.0, t - dts_prev)
             wd = smooth_weight(dts, self.drift_halflife_s)[:, None]
-            self.drift[s] = np.where(
-                ok & warm, self.drift[s] + wd * (zd - self.drift[s]), self.drift[s]
-            )
+            put_rows(self.drift, fs, np.where(ok & warm, drift + wd * (zd - drift), drift))
             self.drift_ts[s] = t
             eta = np.maximum(self.learning_rate, 1.0 / (cnt + 1.0))
-            res = d - self.off[s]
-            rc = np.clip(res, -CLIP * sig, CLIP * sig)
-            first = cnt == 0
-            new_off = np.where(first, d, self.off[s] + eta * rc)
-            rc_n = self.rcnt[s]
-            mean_abs = self.rsum[s] / np.maximum(rc_n, 1)
+            lim = CLIP * sig
+            rc = np.clip(res, -lim, lim)
+            new_off = np.where(cnt == 0, d, off + eta * rc)
+            rc_n = self.rcnt.take(s, axis=0)
+            mean_abs = self.rsum.take(s, axis=0) / np.maximum(rc_n, 1)
             eta_d = np.maximum(self.learning_rate * 5, 1.0 / (cnt + 1.0))
-            new_dev = np.where(
-                rc_n > 0, self.odev[s] + eta_d * (mean_abs - self.odev[s]), self.odev[s]
-            )
-            self.rsum[s] = 0.0
-            self.rcnt[s] = 0
-            self.off[s] = np.where(ok, new_off, self.off[s])
-            self.odev[s] = new_dev
-            self.ocnt[s] = cnt + ok
-            self.ref[s] = med
+            put_rows(self.odev, fs, np.where(rc_n > 0, odev + eta_d * (mean_abs - odev), odev))
+            put_rows(self.rsum, fs, np.zeros_like(x))
+            put_rows(self.rcnt, fs, np.zeros_like(rc_n))
+            put_rows(self.off, fs, np.where(ok, new_off, off))
+            put_rows(self.ocnt, fs, cnt + ok)
+            put_rows(self.ref, fs, med)
             self.last_w[s] = math.floor(t / self.windows.window_s)

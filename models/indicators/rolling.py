@@ -27,7 +27,9 @@ from models.base import (
     check_int,
     check_positive,
     check_range,
+    flat_rows,
     occurrence_rounds,
+    put_rows,
 )
 
 NO_WINDOW = np.iinfo(np.int64).min // 4
@@ -253,47 +255,60 @@ class WindowAggregator(PerSensorState):
 
     def _close(self, new_cu: int) -> WindowRows:
         m = self.n_metrics
-        mask = (self.wid >= self.closed_upto) & (self.wid < new_cu)
+        wid = self.wid.reshape(-1)
         if self.closed_upto == NO_WINDOW:
-            mask = (self.wid != NO_WINDOW) & (self.wid < new_cu)
-        s, slot = np.nonzero(mask)
-        if s.size == 0:
+            mask = (wid != NO_WINDOW) & (wid < new_cu)
+        else:
+            mask = (wid >= self.closed_upto) & (wid < new_cu)
+        fi = np.flatnonzero(mask)  # (sensor, slot) flat positions
+        if fi.size == 0:
             return WindowRows.empty(m)
-        wids = self.wid[s, slot]
-        order = np.lexsort((s, wids))
-        s, slot, wids = s[order], slot[order], wids[order]
-        cnt = self.cnt[s, slot]
+        wids = wid[fi]
+        s = fi // self.slots
+        if wids.min() != wids.max():
+            order = np.lexsort((s, wids))
+            fi, s, wids = fi[order], s[order], wids[order]
+        ff = flat_rows(fi, m)
+        cnt = self.cnt.reshape(-1, m).take(fi, axis=0)
+        has = cnt > 0
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(cnt > 0, self.sum[s, slot] / cnt, np.nan)
-            var = np.where(cnt > 0, self.sumsq[s, slot] / cnt - mean * mean, np.nan)
+            mean = self.sum.reshape(-1, m).take(fi, axis=0) / cnt
+            var = self.sumsq.reshape(-1, m).take(fi, axis=0) / cnt - mean * mean
+        if not has.all():
+            mean = np.where(has, mean, np.nan)
+            var = np.where(has, var, np.nan)
         std = np.sqrt(np.maximum(var, 0.0))
         if self.minmax:
-            vmin = np.where(cnt > 0, self.vmin[s, slot], np.nan)
-            vmax = np.where(cnt > 0, self.vmax[s, slot], np.nan)
+            vmin = np.where(has, self.vmin.reshape(-1, m).take(fi, axis=0), np.nan)
+            vmax = np.where(has, self.vmax.reshape(-1, m).take(fi, axis=0), np.nan)
         else:
             vmin = vmax = np.full_like(mean, np.nan)
         # clear the slots
-        self.wid[s, slot] = NO_WINDOW
-        self.cnt[s, slot] = 0
-        self.sum[s, slot] = 0.0
-        self.sumsq[s, slot] = 0.0
-        self.vmin[s, slot] = np.inf
-        self.vmax[s, slot] = -np.inf
+        wid[fi] = NO_WINDOW
+        zero = np.zeros(ff.shape[0])
+        self.cnt.reshape(-1)[ff] = 0
+        self.sum.reshape(-1)[ff] = zero
+        self.sumsq.reshape(-1)[ff] = zero
+        if self.minmax:
+            self.vmin.reshape(-1)[ff] = np.inf
+            self.vmax.reshape(-1)[ff] = -np.inf
         # history ring and EWMA, in window order (a sensor may close several windows at once)
         ewma = np.empty_like(mean)
         p50 = np.empty_like(mean)
         p90 = np.empty_like(mean)
         a = self.ewma_alpha
+        hist = self.hist.reshape(-1, m)
         for r in occurrence_rounds(s):
             rs = s[r]
+            fr = flat_rows(rs, m)
             mr = mean[r]
-            old = self.ewma_[rs]
+            old = self.ewma_.take(rs, axis=0)
             new = np.where(np.isnan(old), mr, np.where(np.isnan(mr), old, a * mr + (1 - a) * old))
-            self.ewma_[rs] = new
+            put_rows(self.ewma_, fr, new)
             ewma[r] = new
-            pos = self.hpos[rs] % self.history
-            self.hist[rs, pos] = mr
-            self.hpos[rs] += 1
+            hpos = self.hpos[rs]
+            put_rows(hist, flat_rows(rs * self.history + hpos % self.history, m), mr)
+            self.hpos[rs] = hpos + 1
             if self.history == 1:
                 p50[r] = mr
                 p90[r] = mr
