@@ -132,6 +132,15 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 = off")
     metrics_host: str = Field("127.0.0.1", description="Prometheus endpoint address")
 
+    # --- Warehouse retention (days of event time; 0 = keep forever) -----------------------------
+    # Off by default: simulated data carries past event times, which a retention window
+    # measured from today would delete at once. See docs/analysts.md for production values.
+    retention_raw_days: int = Field(
+        0, ge=0, le=36500, description="raw readings, indicators, anomalies, district risk"
+    )
+    retention_rollup_1m_days: int = Field(0, ge=0, le=36500, description="1-minute rollups")
+    retention_rollup_1h_days: int = Field(0, ge=0, le=36500, description="1-hour rollups")
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:

@@ -33,6 +33,8 @@ def load_dimensions(store: Store, city: City) -> dict[str, int]:
         "coords": np.array([orjson.dumps(x.coords).decode() for x in s], dtype=object),
     }
     sensors = city.sensor_table()
+    sensors["zone"] = np.array([x.zone or "" for x in city.sensors], dtype=object)
+    sensors["interval_s"] = np.array([x.interval_s for x in city.sensors], dtype=np.float64)
     out = {}
     for table, cols in (("dim_districts", districts), ("dim_segments", segments),
                         ("dim_sensors", sensors)):

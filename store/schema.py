@@ -3,7 +3,8 @@
 Applied migrations are recorded in ``schema_migrations``; a migration runs once, in order, and
 never drops data. Statements are separated by ``;`` at the end of a line. A statement preceded by
 a line ``-- @if ttl`` runs only on servers that support TTL (ClickHouse ≥ 19.6); write its
-fallback (for 18.16) under ``-- @if no_ttl``.
+fallback (for 18.16) under ``-- @if no_ttl``. ``-- @if comments`` marks table comments
+(``ALTER TABLE … MODIFY COMMENT``), which 18.16 lacks; column comments work everywhere.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def migrations(ddl_dir: Path = DDL_DIR) -> list[Migration]:
 def features(store: Store) -> set[str]:
     v = version_tuple(store.version())
     out = {"ttl" if v >= (19, 6) else "no_ttl"}
-    out.add("comments" if v >= (19, 1) else "no_comments")
+    # column COMMENTs work on 18.16 already; ``comments`` means table comments
+    # (ALTER TABLE … MODIFY COMMENT), which 18.16 lacks
+    out.add("comments" if v >= (22, 1) else "no_comments")
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -69,7 +70,7 @@ class ServerStore:
         names = [name for name, _ in types]
         if not data:
             return pd.DataFrame({n: [] for n in names})
-        return pd.DataFrame({n: np.asarray(col) for n, col in zip(names, data, strict=True)})
+        return pd.DataFrame({n: _column(col) for n, col in zip(names, data, strict=True)})
 
     def insert(self, table: str, columns: dict[str, np.ndarray]) -> int:
         n = n_rows(columns)
@@ -99,6 +100,31 @@ class ServerStore:
 
     def close(self) -> None:
         self._client.disconnect()
+
+
+def _column(col: Any) -> np.ndarray:
+    """A 1-d column; Array, Tuple and other generic columns become object arrays of values."""
+    if isinstance(col, np.ndarray) and col.ndim == 1:
+        return col
+    arr = np.asarray(col) if not isinstance(col, (list, tuple)) else None
+    if arr is not None and arr.ndim == 1:
+        return arr
+    out = np.empty(len(col), dtype=object)
+    for i, v in enumerate(col):
+        out[i] = v
+    return out
+
+
+class _QuietGenericColumns(logging.Filter):
+    """clickhouse-driver logs a warning whenever a type (Array, Nullable(Nothing)…) has no
+    numpy reader; the generic reader it falls back to is what we want."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "NumPy support is not implemented" not in record.getMessage()
+
+
+for _name in ("clickhouse_driver.columns.numpy.service", "clickhouse_driver.columns.service"):
+    logging.getLogger(_name).addFilter(_QuietGenericColumns())
 
 
 def _first_line(message: str) -> str:
