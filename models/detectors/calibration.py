@@ -39,3 +39,18 @@ def combine_metrics(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     best = filled[np.arange(scores.shape[0]), metric]
     none = best < 0
     return np.where(none, np.nan, best), np.where(none, -1, metric).astype(np.int64)
+
+
+def combine_calibrate(u: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`combine_metrics` of ``calibrate(u, scale)`` (NaN = not scored), computed on
+    ``|u|`` first: calibration is monotonic, so only the best metric is calibrated."""
+    a = np.abs(u)
+    filled = np.where(np.isnan(a), -1.0, a)
+    metric = np.argmax(filled, axis=1)
+    best = np.take_along_axis(filled, metric[:, None], axis=1)[:, 0]
+    none = best < 0
+    score = calibrate(best, scale)
+    if none.any():
+        score[none] = np.nan
+        metric = np.where(none, -1, metric)
+    return score, metric.astype(np.int64)

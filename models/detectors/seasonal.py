@@ -40,7 +40,7 @@ from models.base import (
     occurrence_rounds,
     put_rows,
 )
-from models.detectors.calibration import calibrate, combine_metrics, smooth_weight
+from models.detectors.calibration import combine_calibrate, smooth_weight
 
 Z_CLIP = 50.0
 LEVEL_CLIP = 3.0
@@ -187,7 +187,7 @@ class SeasonalDetector(PerSensorState):
         )
         for r in occurrence_rounds(batch.sensor):
             scores[r] = self._round(batch.sensor[r], batch.ts[r], batch.values[r], slots[r])
-        score, metric = combine_metrics(scores)
+        score, metric = combine_calibrate(scores, self.calibration_scale)
         return DetectorResult(score, metric)
 
     def _round(self, s: np.ndarray, t: np.ndarray, x: np.ndarray, slot: np.ndarray) -> np.ndarray:
@@ -225,7 +225,7 @@ class SeasonalDetector(PerSensorState):
         scorable = warm | (lcnt >= self.min_count)
         if not all_has:
             scorable &= has
-        z = np.clip((x - base) / sig, -Z_CLIP, Z_CLIP)
+        z = np.minimum(np.maximum((x - base) / sig, -Z_CLIP), Z_CLIP)
         # exponential smoothing of z in event time, then standardisation of the smoothed value
         a1 = smooth_weight(dt, self.smooth_halflife_s)
         a1[first_seen] = 1.0
@@ -235,14 +235,14 @@ class SeasonalDetector(PerSensorState):
         zs_new = np.where(scorable, zs_new, zs_old)
         a_eff = np.maximum(a, 1e-6)
         u = zs_new * np.sqrt((2.0 - a_eff) / a_eff)
-        out = np.where(scorable, calibrate(u, self.calibration_scale), np.nan)
+        out = np.where(scorable, u, np.nan)  # calibrated after the max over metrics
         put_rows(self.zs, fs, zs_new)
 
         # --- learn: short-term level (Holt, clipped) -----------------------------------
         eta_l = np.maximum(1.0 / (lcnt + 1.0), smooth_weight(dt, self.level_halflife_s)[:, None])
         lim = LEVEL_CLIP * (MEANDEV_TO_SIGMA * dev + self.scale_floor * np.abs(pred) + floor_abs)
         res = x - pred
-        rc = np.clip(res, -lim, lim)
+        rc = np.minimum(np.maximum(res, -lim), lim)
         new_lvl = pred + eta_l * rc
         new_slope = np.where(lcnt > 1, slope + 0.5 * eta_l * eta_l * rc / np.maximum(dtp, 1.0), 0.0)
         new_dev = np.where(started, dev + eta_l * (np.minimum(np.abs(res), lim) - dev), 0.0)

@@ -232,23 +232,31 @@ class WindowAggregator(PerSensorState):
         flat = s * self.slots + slot
         self.wid.reshape(-1)[flat] = w  # a new window takes over a (closed, cleared) slot
         valid = ~np.isnan(v)
-        vz = np.where(valid, v, 0.0)
+        all_valid = bool(valid.all())
+        vz = v if all_valid else np.where(valid, v, 0.0)
+        m = self.n_metrics
         size = self.wid.size
-        cnt = self.cnt.reshape(size, -1)
-        sm = self.sum.reshape(size, -1)
-        sq = self.sumsq.reshape(size, -1)
+        cnt = self.cnt.reshape(-1)
+        sm = self.sum.reshape(-1)
+        sq = self.sumsq.reshape(-1)
         if s.size * 4 < size:  # sparse: touch only the slots that changed
             uniq, inv = np.unique(flat, return_inverse=True)
             k = uniq.shape[0]
-            for j in range(self.n_metrics):
-                cnt[uniq, j] += np.bincount(inv, weights=valid[:, j], minlength=k).astype(np.int64)
-                sm[uniq, j] += np.bincount(inv, weights=vz[:, j], minlength=k)
-                sq[uniq, j] += np.bincount(inv, weights=vz[:, j] * vz[:, j], minlength=k)
-        else:
-            for j in range(self.n_metrics):
-                cnt[:, j] += np.bincount(flat, weights=valid[:, j], minlength=size).astype(np.int64)
-                sm[:, j] += np.bincount(flat, weights=vz[:, j], minlength=size)
-                sq[:, j] += np.bincount(flat, weights=vz[:, j] * vz[:, j], minlength=size)
+            pos = flat_rows(uniq, m)
+            idx = flat_rows(inv, m)
+            cnt[pos] += np.bincount(idx, weights=valid.reshape(-1), minlength=k * m).astype(
+                np.int64
+            )
+            sm[pos] += np.bincount(idx, weights=vz.reshape(-1), minlength=k * m)
+            sq[pos] += np.bincount(idx, weights=(vz * vz).reshape(-1), minlength=k * m)
+        else:  # dense: one bincount per quantity over every (slot, metric)
+            idx = flat_rows(flat, m)
+            if all_valid:
+                cnt += np.bincount(idx, minlength=size * m)
+            else:
+                cnt += np.bincount(idx[valid.reshape(-1)], minlength=size * m)
+            sm += np.bincount(idx, weights=vz.reshape(-1), minlength=size * m)
+            sq += np.bincount(idx, weights=(vz * vz).reshape(-1), minlength=size * m)
         if self.minmax:
             np.minimum.at(self.vmin, (s, slot), np.where(valid, v, np.inf))
             np.maximum.at(self.vmax, (s, slot), np.where(valid, v, -np.inf))
