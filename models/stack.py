@@ -163,6 +163,9 @@ class KindModels:
             skip_stuck=tuple(self.metrics.index(x) for x in SKIP_STUCK.get(kind, ())),
         )
         self.mv_in_score = p.multivariate.in_score
+        # the forest's windows are built from the spatial detector's when they nest
+        ratio = p.multivariate.window_s / p.windows.window_s
+        self._shared_windows = abs(ratio - round(ratio)) < 1e-9 and round(ratio) >= 1
         self.global_index = g
         self.latest_mean = np.full((g.shape[0], m), np.nan)
 
@@ -175,13 +178,19 @@ class KindModels:
     ) -> tuple[Any, ...]:
         batch = Batch(sensor_local, ts, values, seq)
         seas = self.seasonal.update(batch)
-        spat = self.spatial.update(batch)
+        mv = np.full(len(batch), np.nan)
+        iso = self.isolation
+        if iso is not None and self._shared_windows:
+
+            def feed(sl: slice, closed: Any, closed_before_s: float) -> None:
+                mv[sl] = iso.feed_rows(closed, closed_before_s, batch.sensor[sl])
+
+            spat = self.spatial.update(batch, on_chunk=feed)
+        else:
+            spat = self.spatial.update(batch)
+            if iso is not None:
+                mv = iso.update(batch).score
         late = self.spatial.last_late
-        mv = (
-            self.isolation.update(batch).score
-            if self.isolation is not None
-            else np.full(len(batch), np.nan)
-        )
         flags = self.health.update(batch, drift=self.spatial.drift)
         flags[late] |= LATE
         rows = self.spatial.last_rows

@@ -15,10 +15,17 @@ before the first fit).
 
 Snapshots are plain data: the training rows of the current forest and the seed, so a restore
 refits the identical forest.
+
+Inside the stack the detector does not fold readings itself: :meth:`feed_rows` builds its
+windows from the 1-minute windows the spatial detector closes (count, mean and standard
+deviation combine exactly into the 5-minute ones), at the same stream positions, so the
+readings are aggregated once. Readings too late for the 1-minute windows are then left out of
+the 5-minute ones too (they go to the dead letters anyway).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,15 +37,25 @@ from models.base import (
     PerSensorState,
     check_int,
     check_positive,
+    flat_rows,
 )
 from models.detectors.calibration import calibrate
-from models.indicators.rolling import WindowAggregator, WindowRows
+from models.indicators.rolling import NO_WINDOW, WindowAggregator, WindowRows
 
 NORM_ALPHA = 0.05
 
 
 class IsolationDetector(PerSensorState):
-    _state_arrays: ClassVar[tuple[str, ...]] = ("fmean", "fdev", "fcount", "last_score")
+    _state_arrays: ClassVar[tuple[str, ...]] = (
+        "fmean",
+        "fdev",
+        "fcount",
+        "last_score",
+        "acc_w",
+        "acc_cnt",
+        "acc_sum",
+        "acc_sq",
+    )
 
     def __init__(
         self,
@@ -79,6 +96,13 @@ class IsolationDetector(PerSensorState):
         self.fdev = np.zeros((n, 2 * m))
         self.fcount = np.zeros(n, dtype=np.int64)
         self.last_score = np.full(n, np.nan)
+        # windows built from closed sub-windows (feed_rows), a small ring per sensor
+        ring = self.windows.slots
+        self.acc_w = np.full((n, ring), NO_WINDOW, dtype=np.int64)
+        self.acc_cnt = np.zeros((n, ring, m))
+        self.acc_sum = np.zeros((n, ring, m))
+        self.acc_sq = np.zeros((n, ring, m))
+        self._fed_upto = NO_WINDOW  # windows with id < this are closed (feed_rows mode)
         self._buf = np.full((self.buffer, 2 * m), np.nan)
         self._buf_n = 0  # rows ever added
         self._train: np.ndarray | None = None
@@ -112,11 +136,13 @@ class IsolationDetector(PerSensorState):
             "train": None if self._train is None else self._train.tolist(),
             "n_fits": self._n_fits,
             "next_refit": None if np.isnan(self._next_refit) else self._next_refit,
+            "fed_upto": int(self._fed_upto),
         }
 
     def _restore_shared(self, shared: dict[str, Any]) -> None:
         if "windows" in shared:
             self.windows.restore(shared["windows"])
+        self._fed_upto = max(self._fed_upto, int(shared.get("fed_upto", NO_WINDOW)))
         if "buf" not in shared or shared["buf_n"] <= self._buf_n:
             return  # keep the more advanced shared state (several gateways restore in turn)
         self._buf = np.asarray(shared["buf"], dtype=np.float64).reshape(self.buffer, -1)
@@ -161,6 +187,72 @@ class IsolationDetector(PerSensorState):
             score[sl] = self.last_score[batch.sensor[sl]]
         metric = np.where(np.isnan(score), -1, 0).astype(np.int64)
         return DetectorResult(score, metric)
+
+    def feed_rows(
+        self, rows: WindowRows | None, closed_before_s: float, sensor: np.ndarray
+    ) -> np.ndarray:
+        """Shared-window mode: fold closed sub-windows ``rows`` (e.g. the spatial detector's
+        1-minute windows; ``window_s`` must be a multiple of theirs), close the windows that
+        end at or before ``closed_before_s`` (every sub-window before it is closed), learn
+        from them and return the scores of readings of ``sensor`` at this stream position."""
+        m = self.n_metrics
+        ws = self.windows.window_s
+        ring = self.acc_w.shape[1]
+        if rows is not None and len(rows):
+            w = np.floor(rows.start / ws).astype(np.int64)
+            fi = rows.sensor * ring + np.mod(w, ring)
+            self.acc_w.reshape(-1)[fi] = w
+            c = rows.count.astype(np.float64)
+            mu = np.where(c > 0, rows.mean, 0.0)
+            sd = np.where(c > 0, rows.std, 0.0)
+            ff = flat_rows(fi, m)
+            np.add.at(self.acc_cnt.reshape(-1), ff, c.reshape(-1))
+            np.add.at(self.acc_sum.reshape(-1), ff, (mu * c).reshape(-1))
+            np.add.at(self.acc_sq.reshape(-1), ff, ((sd * sd + mu * mu) * c).reshape(-1))
+        if math.isfinite(closed_before_s):
+            cu = math.floor(closed_before_s / ws + 1e-9)
+            if cu > self._fed_upto:
+                closed = self._close_fed(cu)
+                self._fed_upto = cu
+                if len(closed):
+                    self._learn(closed)
+        return self.last_score[sensor]
+
+    def _close_fed(self, cu: int) -> WindowRows:
+        m = self.n_metrics
+        wid = self.acc_w.reshape(-1)
+        fi = np.flatnonzero((wid != NO_WINDOW) & (wid < cu))
+        if fi.size == 0:
+            return WindowRows.empty(m)
+        wids = wid[fi]
+        s = fi // self.acc_w.shape[1]
+        order = np.lexsort((s, wids))
+        fi, s, wids = fi[order], s[order], wids[order]
+        cnt = self.acc_cnt.reshape(-1, m).take(fi, axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = self.acc_sum.reshape(-1, m).take(fi, axis=0) / cnt
+            var = self.acc_sq.reshape(-1, m).take(fi, axis=0) / cnt - mean * mean
+        mean = np.where(cnt > 0, mean, np.nan)
+        std = np.sqrt(np.maximum(np.where(cnt > 0, var, np.nan), 0.0))
+        wid[fi] = NO_WINDOW
+        ff = flat_rows(fi, m)
+        zero = np.zeros(ff.shape[0])
+        self.acc_cnt.reshape(-1)[ff] = zero
+        self.acc_sum.reshape(-1)[ff] = zero
+        self.acc_sq.reshape(-1)[ff] = zero
+        nan = np.full_like(mean, np.nan)
+        return WindowRows(
+            s.astype(np.int64),
+            wids.astype(np.float64) * self.windows.window_s,
+            cnt.astype(np.int64),
+            mean,
+            nan,
+            nan,
+            std,
+            nan,
+            nan,
+            nan,
+        )
 
     def _features(self, rows: WindowRows) -> np.ndarray:
         return np.concatenate([rows.mean, rows.std], axis=1)

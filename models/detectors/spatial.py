@@ -37,7 +37,7 @@ from models.base import (
 )
 from models.detectors.calibration import combine_calibrate, smooth_weight
 from models.detectors.seasonal import MEANDEV_TO_SIGMA, Z_CLIP, metric_floors
-from models.indicators.rolling import WindowAggregator, WindowRows
+from models.indicators.rolling import NO_WINDOW, WindowAggregator, WindowRows
 
 CLIP = 3.0
 DRIFT_CLIP = 6.0
@@ -174,7 +174,10 @@ class SpatialDetector(PerSensorState):
     def _sigma(self, s: np.ndarray, ref: np.ndarray) -> np.ndarray:
         return MEANDEV_TO_SIGMA * self.odev[s] + self.scale_floor * np.abs(ref) + self._floor
 
-    def update(self, batch: Batch) -> DetectorResult:
+    def update(self, batch: Batch, *, on_chunk: Any = None) -> DetectorResult:
+        """Score a batch. ``on_chunk(sl, closed_rows_or_None, closed_before_s)`` is called at
+        every stream position where windows may close (to share the windows, e.g. with
+        :meth:`~models.detectors.isolation.IsolationDetector.feed_rows`)."""
         if batch.values.shape[1] != self.n_metrics:
             raise ModelsError(
                 f"SpatialDetector: batch has {batch.values.shape[1]} metrics, "
@@ -188,6 +191,9 @@ class SpatialDetector(PerSensorState):
             if closed is not None and len(closed):
                 self._learn(closed)
                 rows.append(closed)
+            if on_chunk is not None:
+                cu = self.windows.closed_upto
+                on_chunk(sl, closed, -math.inf if cu == NO_WINDOW else cu * self.windows.window_s)
             s = batch.sensor[sl]
             x = batch.values[sl]
             ref = self.ref.take(s, axis=0)
