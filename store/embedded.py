@@ -69,6 +69,8 @@ class EmbeddedStore:
                 arrays[name] = pa.array(arr, mask=nan if nan.any() else None)
             elif arr.dtype.kind == "M":
                 arrays[name] = pa.array(arr.astype("datetime64[s]").astype(np.int64), pa.int64())
+            elif arr.dtype.kind == "O" and len(arr) and isinstance(arr[0], (list, tuple)):
+                arrays[name] = pa.array([list(v) for v in arr], pa.list_(pa.string()))
             elif arr.dtype.kind == "O":
                 arrays[name] = pa.array(arr.tolist(), pa.string())
             else:
