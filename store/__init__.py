@@ -30,8 +30,10 @@ def open_store(settings: Settings, *, apply: bool = True) -> Store:
     if apply:
         from config.city import load_city
         from store.dimensions import load_dimensions
+        from store.retention import RetentionPolicy, apply_ttl
         from store.schema import apply_schema
 
         apply_schema(store)
         load_dimensions(store, load_city(settings.city_file))
+        apply_ttl(store, RetentionPolicy.from_settings(settings))
     return store
