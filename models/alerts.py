@@ -6,7 +6,9 @@ are correlated into one incident (de-duplication); their ids accumulate on it. I
 sensor, in [0, 1]), the number of anomalous sensors and their ids.
 
 * **open**: strength stays at or above the key's threshold for ``open_after_s`` (and at least
-  ``min_sensors`` sensors are anomalous) -- a single noisy reading opens nothing.
+  ``min_sensors`` sensors are anomalous) -- a single noisy reading opens nothing; when
+  ``corroborate_sensors`` (> 0) sensors of the key are anomalous at once, the alert opens
+  without waiting (independent sensors agreeing are the confirmation the wait stands for).
 * **acknowledged**: by an operator (:meth:`AlertManager.acknowledge`).
 * **escalated**: still unacknowledged ``escalate_after_s`` after opening (or after the last
   escalation) -> severity + 1, up to 3.
@@ -76,6 +78,7 @@ class AlertManager:
         resolve_after_s: float = 600.0,
         escalate_after_s: float = 900.0,
         min_sensors: int = 1,
+        corroborate_sensors: int = 0,
     ) -> None:
         self.thresholds = {
             k: check_range(f"thresholds[{k}]", v, 0, 1) for k, v in thresholds.items()
@@ -86,6 +89,7 @@ class AlertManager:
         self.resolve_after_s = check_range("resolve_after_s", resolve_after_s, 0, float("inf"))
         self.escalate_after_s = check_positive("escalate_after_s", escalate_after_s)
         self.min_sensors = check_int("min_sensors", min_sensors, 1)
+        self.corroborate_sensors = check_int("corroborate_sensors", corroborate_sensors, 0)
         self.active: dict[tuple[str, str], Alert] = {}
         self.pending: dict[tuple[str, str], float] = {}  # key -> first time above threshold
         self.history: list[Alert] = []  # resolved alerts, oldest first (bounded by the caller)
@@ -129,7 +133,8 @@ class AlertManager:
             if a is None:
                 if above:
                     first = self.pending.setdefault(key, ts)
-                    if ts - first >= self.open_after_s:
+                    corroborated = 0 < self.corroborate_sensors <= sig.n_sensors
+                    if ts - first >= self.open_after_s or corroborated:
                         del self.pending[key]
                         a = Alert(
                             id=f"{district}:{typ}:{int(first)}",

@@ -92,6 +92,7 @@ def _alert_manager(params: ModelParams) -> AlertManager:
         resolve_after_s=a.resolve_after_s,
         escalate_after_s=a.escalate_after_s,
         min_sensors=a.min_sensors,
+        corroborate_sensors=a.corroborate_sensors,
     )
 
 

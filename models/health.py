@@ -141,8 +141,8 @@ class SensorHealth(PerSensorState):
         oor = ((x_all < self.lo) | (x_all > self.hi)).any(axis=1)
         flags[oor] |= OUT_OF_RANGE
         if drift is not None:
-            dz = np.abs(drift[batch.sensor])
-            flags[(np.nan_to_num(dz) >= self.drift_z).any(axis=1)] |= DRIFT
+            dz = np.abs(drift.take(batch.sensor, axis=0))
+            flags[(dz >= self.drift_z).any(axis=1)] |= DRIFT  # NaN compares False
         for r in occurrence_rounds(batch.sensor):
             flags[r] |= self._round(batch, r)
         # remember when each flag fired, per sensor (the quality flag)

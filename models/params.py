@@ -106,6 +106,7 @@ class AlertParams:
     resolve_after_s: float = 600.0
     escalate_after_s: float = 900.0
     min_sensors: int = 1
+    corroborate_sensors: int = 3
     warmup_s: float = 3600.0
 
 
@@ -166,6 +167,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "alerts.escalate_after_s": (0, 10**8, True),
     "alerts.min_sensors": (1, 10**6, False),
     "alerts.warmup_s": (0, 10**8, False),
+    "alerts.corroborate_sensors": (0, 10**6, False),
 }
 
 

@@ -252,6 +252,7 @@ class CityModels:
             resolve_after_s=a.resolve_after_s,
             escalate_after_s=a.escalate_after_s,
             min_sensors=a.min_sensors,
+            corroborate_sensors=a.corroborate_sensors,
         )
         self.threshold = np.array(
             [params.threshold(KIND_DOMAIN[k]) for k in table.kind.tolist()], dtype=np.float64

@@ -250,7 +250,8 @@ class SeasonalDetector(PerSensorState):
         # --- learn: stochastic-approximation median and MAD of the slot --------------------
         eta = np.maximum(self.learning_rate, 1.0 / (cnt + 1.0))
         step = eta * (
-            MAD_TO_SIGMA * mad + self.scale_floor * np.abs(np.nan_to_num(med)) + floor_abs
+            # (med is NaN only where cnt == 0, and those entries take the `first` branch)
+            MAD_TO_SIGMA * mad + self.scale_floor * np.abs(med) + floor_abs
         )
         first = cnt == 0
         r0 = x - med

@@ -85,3 +85,14 @@ def test_min_sensors_and_snapshot() -> None:
     other.restore(snap)
     assert other.active.keys() == am.active.keys()
     assert kinds(other.update(2000, {})) == kinds(am.update(2000, {}))
+
+
+def test_corroborated_alert_opens_without_waiting() -> None:
+    am = AlertManager(thresholds={"water": 0.9}, open_after_s=60, corroborate_sensors=3)
+    two = Signal(0.95, 2, ("A", "B"))
+    assert am.update(0.0, {("D1", "water"): two}) == []  # two sensors: wait open_after_s
+    three = Signal(0.95, 3, ("A", "B", "C"))
+    ev = am.update(10.0, {("D2", "water"): three})
+    assert [e["event"] for e in ev] == ["opened"] and ev[0]["district"] == "D2"
+    with pytest.raises(ValueError, match="corroborate_sensors"):
+        AlertManager(thresholds={}, corroborate_sensors=-1)
