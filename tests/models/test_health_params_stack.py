@@ -148,3 +148,22 @@ def test_stack_with_forest_is_batch_cut_invariant_and_round_trips() -> None:
     n_first = sum(len(f.ts) for f in frames[:k])
     assert np.array_equal(s3, s1[n_first:], equal_nan=True)
     assert np.array_equal(m3, m1[n_first:], equal_nan=True)
+
+
+def test_sensors_feed_alerts_only_after_warm_up() -> None:
+    table = loop_table(30)
+    params = load_params()
+    params = replace(params, alerts=replace(params.alerts, warmup_s=600.0))
+    city = CityModels(table, params, multivariate=False)
+    start = 86400.0 * 3
+    for step in loop_stream(table, start=start, duration_s=900.0, seed=0):
+        for f in step:
+            city.update_frame(f)
+        t = city.tick()
+        assert city.warmed(t.ts).all() == (t.ts - start >= 600.0)
+        if t.ts - start < 600.0:
+            assert t.alerts == [] and (t.risk.risk == 0).all()
+    snap = orjson.loads(orjson.dumps(city.snapshot(list(table.ids))))
+    other = CityModels(table, params, multivariate=False)
+    other.restore(snap)
+    assert other.warmed(start + 600.0).all()
