@@ -108,6 +108,9 @@ class AlertParams:
     min_sensors: int = 1
     corroborate_sensors: int = 3
     warmup_s: float = 3600.0
+    aqi_level: float = 150.0
+    aqi_ratio: float = 1.3
+    aqi_excess: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,9 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "alerts.min_sensors": (1, 10**6, False),
     "alerts.warmup_s": (0, 10**8, False),
     "alerts.corroborate_sensors": (0, 10**6, False),
+    "alerts.aqi_level": (0, 500, False),
+    "alerts.aqi_ratio": (1, 100, False),
+    "alerts.aqi_excess": (0, 500, False),
 }
 
 

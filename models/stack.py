@@ -309,11 +309,54 @@ class CityModels:
             q[km.global_index] = km.health.quality(now)
         return q
 
-    def signals(self, now: float, quality: np.ndarray) -> dict[tuple[str, str], Signal]:
-        """Alert signals per (district, type) from fresh scores of healthy sensors."""
+    def signals(
+        self, now: float, quality: np.ndarray, indicators: dict[str, Any] | None = None
+    ) -> dict[tuple[str, str], Signal]:
+        """Alert signals per (district, type) from fresh scores of healthy sensors; with
+        ``alerts.aqi_level`` > 0, air-quality signals come from the stations' hourly AQI in
+        ``indicators`` instead of their anomaly scores."""
         r = self.risk
         usable = ((quality & VALUE_FAULTS) == 0) & self.warmed(now)
-        return self.signals_of(now, r.score, r.score_ts, usable)
+        level = self.params.alerts.aqi_level
+        if level <= 0 or "air" not in self.kinds:
+            return self.signals_of(now, r.score, r.score_ts, usable)
+        air = self.kinds["air"].global_index
+        usable_air = usable[air]
+        usable[air] = False
+        out = self.signals_of(now, r.score, r.score_ts, usable)
+        if indicators is not None and "aqi" in indicators:
+            out.update(self.aqi_signals(indicators["aqi"].aqi, usable_air, level))
+        return out
+
+    def aqi_signals(
+        self, aqi: np.ndarray, usable: np.ndarray, level: float
+    ) -> dict[tuple[str, str], Signal]:
+        """Air-quality signals per district from the stations' hourly AQI: a station is
+        *hot* when its AQI reaches ``level`` (absolute), or when it stands out from the city,
+        at least ``aqi_ratio`` times the median station AQI and ``aqi_excess`` points above it
+        (a local episode on a clean day). Strength: the threshold when hot, rising to 1 at
+        AQI 500."""
+        a = self.params.alerts
+        g = self.kinds["air"].global_index
+        thr = self.params.threshold(KIND_DOMAIN["air"])
+        val = np.where(usable, aqi, np.nan)
+        ok = ~np.isnan(val)
+        if not ok.any():
+            return {}
+        med = float(np.median(val[ok]))
+        v = np.where(ok, val, -1.0)
+        hot = (v >= level) | ((v >= a.aqi_ratio * med) & (v - med >= a.aqi_excess))
+        out: dict[tuple[str, str], Signal] = {}
+        if not hot.any():
+            return out
+        dc = self.table.district_code[g]
+        for d in np.unique(dc[hot]).tolist():
+            sel = hot & (dc == d)
+            top = float(np.max(v[sel]))
+            strength = thr + (1.0 - thr) * float(np.clip((top - 50.0) / 450.0, 0.0, 1.0))
+            ids = tuple(str(x) for x in self.table.ids[g[sel]])
+            out[(self.table.districts[d], "air_quality")] = Signal(strength, len(ids), ids)
+        return out
 
     def warmed(self, now: float) -> np.ndarray:
         """Per sensor (global): heard from for at least ``alerts.warmup_s`` of event time, so
@@ -368,7 +411,7 @@ class CityModels:
             ind_sub["environment"] = np.clip((indicators["aqi_district"] - 100.0) / 200.0, 0, 1)
         unhealthy = ((q & VALUE_FAULTS) != 0) | ~self.warmed(t)
         risk = self.risk.assess(t, unhealthy=unhealthy, indicators=ind_sub)
-        events = self.alerts.update(t, self.signals(t, q))
+        events = self.alerts.update(t, self.signals(t, q, indicators))
         return TickResult(t, risk, events, q, indicators)
 
     def indicators(self) -> dict[str, Any]:
