@@ -58,7 +58,9 @@ KPI_LABEL = {"congestion": "kpi_congestion", "aqi": "kpi_aqi", "water": "kpi_wat
 KPI_COLOUR = {"congestion": "#f97316", "aqi": "#22d3ee", "water": "#38bdf8", "grid": "#facc15",
               "alerts": "#f43f5e", "avail": "#22c55e"}
 SEV_COLOURS = {1: "#eab308", 2: "#f97316", 3: "#ef4444"}
-GRAPH_CONFIG = {"displaylogo": False, "displayModeBar": False}
+GRAPH_CONFIG: Any = {"displaylogo": False, "displayModeBar": False}
+MAP_CONFIG: Any = {"displaylogo": False, "displayModeBar": True, "scrollZoom": True,
+                   "modeBarButtonsToRemove": ["select2d", "lasso2d", "toImage"]}
 
 
 def fmt_time(epoch: int | float, *, seconds: bool = True) -> str:
@@ -114,7 +116,7 @@ def kpi_tile(key: str, lang: str) -> html.Div:
         html.Div(t(KPI_LABEL[key], lang), style=S["tile_label"]),
         html.Div("…", id=f"kpi-{key}", style=S["tile_value"]),
         html.Div("", id=f"kpi-{key}-sub", style=S["tile_sub"]),
-        dcc.Graph(id=f"spark-{key}", config={**GRAPH_CONFIG, "staticPlot": False},
+        dcc.Graph(id=f"spark-{key}", config=GRAPH_CONFIG,
                   style={"height": "46px"}, figure=figures.sparkline(pd.DataFrame())),
     ])
 
@@ -124,9 +126,7 @@ def overview_layout(lang: str) -> html.Div:
                            "padding": "10px", "flex": "1 1 auto", "minHeight": 0}, children=[
         html.Div(style={"background": figures.BG, "borderRadius": "8px", "minHeight": 0,
                         "border": f"1px solid {figures.GRID}"}, children=[
-            dcc.Graph(id={"type": "navmap", "page": "overview"}, config={
-                **GRAPH_CONFIG, "displayModeBar": True, "scrollZoom": True,
-                "modeBarButtonsToRemove": ["select2d", "lasso2d", "toImage"]},
+            dcc.Graph(id={"type": "navmap", "page": "overview"}, config=MAP_CONFIG,
                 style={"height": "100%"}, figure=figures.sparkline(pd.DataFrame())),
         ]),
         html.Div(style={"display": "flex", "flexDirection": "column", "gap": "10px",
@@ -238,7 +238,7 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
     trends = TrendCache()
 
     app = dash.Dash(
-        __name__, title="citybrain", serve_locally=True, update_title=None,
+        __name__, title="citybrain", serve_locally=True, update_title=None,  # type: ignore[arg-type]
         suppress_callback_exceptions=True,
     )
     app.scripts.config.serve_locally = True
@@ -538,10 +538,10 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
                 html.Div([html.H4(t("sensors", lang)), _table(summary.reset_index())]),
                 html.Div([html.H4(t("score", lang)), html.Ul([
                     html.Li(dcc.Link(f"{row.sensor_id} ({row.kind}) "
-                                     f"{fmt_num(row.score, '.2f')}",
+                                     f"{float(row.score):.2f}",  # type: ignore[arg-type]
                                      href=f"/sensor/{row.sensor_id}",
                                      style={"color": "#93c5fd"}))
-                    for row in worst.itertuples() if row.score == row.score
+                    for row in worst.itertuples() if np.isfinite(float(row.score))  # type: ignore[arg-type]
                 ], id="district-sensors")]),
                 html.Div([html.H4(t("alerts", lang)), html.Div(
                     [alert_item(a, lang, geo, can_act=can_act, live=snap.live)
@@ -644,7 +644,7 @@ def _fault_markers(an: pd.DataFrame, hh: pd.DataFrame, series: pd.DataFrame,
         if not len(df):
             continue
         for r in df[df["flags"] != 0].itertuples():
-            rows.append((int(r.ts), ", ".join(flag_names(int(r.flags)))))
+            rows.append((int(r.ts), ", ".join(flag_names(int(r.flags)))))  # type: ignore[arg-type]
     if not rows or not len(series):
         return pd.DataFrame({"ts": [], "y": [], "text": []})
     m = pd.DataFrame(rows, columns=["ts", "text"]).sort_values("ts")
@@ -666,11 +666,11 @@ def record_action(store: Store, alert_id: str, event: str, actor: str) -> None:
         raise ValueError(f"unknown alert {alert_id!r}")
     r = last.iloc[0]
     newest = max(queries.newest_ts(store).values() or [0])
-    ts = max(int(r["ts"]) + 1, newest)
+    ts = max(int(r["ts"]) + 1, newest)  # type: ignore[arg-type]
     sensors = np.empty(1, dtype=object)
     raw = r["sensors"]
     sensors[0] = list(raw) if not isinstance(raw, str) else [x for x in raw.split(",") if x]
-    store.insert("alert_events", {
+    queries.insert_rows(store, "alert_events", {
         "ts": np.array([ts], dtype="datetime64[s]"),
         "alert_id": np.array([alert_id], dtype=object),
         "district": np.array([str(r["district"])], dtype=object),

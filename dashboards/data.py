@@ -46,6 +46,14 @@ class Geometry:
     seg_vf: np.ndarray = field(default_factory=lambda: np.zeros(0))
     seg_len: np.ndarray = field(default_factory=lambda: np.zeros(0))
     readings_per_minute: float = 0.0
+    sensor_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sensor_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sensor_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    sensor_hover: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    #: all segments' points in one pair of arrays, NaN after each segment; segment i is
+    #: ``[starts[i], starts[i + 1])``
+    seg_xy: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.zeros(0), np.zeros(0), np.zeros(1, dtype=np.int64)))
 
     @classmethod
     def from_city(cls, city: City) -> Geometry:
@@ -95,13 +103,35 @@ class Geometry:
             seg_vf=segs["free_speed_kmh"].to_numpy(dtype=np.float64),
             seg_len=segs["length_km"].to_numpy(dtype=np.float64),
             readings_per_minute=float(sum(60.0 / s.interval_s for s in city.sensors)),
+            sensor_x=sensors["x"].to_numpy(dtype=np.float64),
+            sensor_y=sensors["y"].to_numpy(dtype=np.float64),
+            sensor_ids=sensors["sensor_id"].to_numpy(dtype=object),
+            sensor_hover=("<b>" + sensors["sensor_id"] + "</b> " + sensors["kind"] + " · "
+                          + sensors["district"]).to_numpy(dtype=object),
+            seg_xy=_segment_arrays([sg.coords for sg in city.segments]),
         )
 
     def district_name(self, district: str, lang: str) -> str:
-        row = self.districts[self.districts["district"] == district]
-        if not len(row):
-            return district
-        return str(row["name_zh" if lang == "zh" else "name"].iloc[0])
+        names = self.districts.attrs.get("names")
+        if names is None:
+            names = {(r.district, "en"): r.name for r in self.districts.itertuples()}
+            names.update({(r.district, "zh"): r.name_zh for r in self.districts.itertuples()})
+            self.districts.attrs["names"] = names
+        return str(names.get((district, "zh" if lang == "zh" else "en"), district))
+
+
+def _segment_arrays(coords: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xs: list[float] = []
+    ys: list[float] = []
+    starts = [0]
+    for c in coords:
+        for x, y in c:
+            xs.append(x)
+            ys.append(y)
+        xs.append(float("nan"))
+        ys.append(float("nan"))
+        starts.append(len(xs))
+    return np.asarray(xs), np.asarray(ys), np.asarray(starts, dtype=np.int64)
 
 
 @dataclass
@@ -213,7 +243,7 @@ def snapshot(
     n = len(kinds)
 
     def positions(df: pd.DataFrame) -> np.ndarray:
-        return ids.get_indexer(df["sensor_id"]) if len(df) else np.zeros(0, dtype=np.int64)
+        return ids.get_indexer(pd.Index(df["sensor_id"])) if len(df) else np.zeros(0, dtype=np.int64)
 
     # congestion: window means per loop, weighted by flow x length (models.indicators.traffic)
     p_tr = positions(traffic)

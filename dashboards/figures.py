@@ -44,9 +44,14 @@ def _base_layout(fig: go.Figure, **kw: Any) -> go.Figure:
 def city_map(
     geo: Any, snap: Any, *, lang: str = "en", districts: list[str] | None = None,
     height: int | None = None,
-) -> go.Figure:
-    """The city map at a snapshot; ``districts`` limits it to those districts (drill-down)."""
-    fig = go.Figure()
+) -> dict[str, Any]:
+    """The city map at a snapshot; ``districts`` limits it to those districts (drill-down).
+
+    Returned as a plain figure dict (what ``go.Figure.to_dict()`` gives): the screen rebuilds
+    the map on every refresh, and plotly's property validation of 5,000+ points would cost
+    more than all the refresh's queries together.
+    """
+    traces: list[dict[str, Any]] = []
     d = geo.districts
     risk = snap.risk.set_index("district") if len(snap.risk) else pd.DataFrame()
     name_col = "name_zh" if lang == "zh" else "name"
@@ -55,12 +60,11 @@ def city_map(
         if keep_d and row.district not in keep_d:
             continue
         r = risk.loc[row.district] if row.district in risk.index else None
-        colour = RISK_COLOURS.get(str(r["colour"]) if r is not None else "none", "#334155")
+        level = str(r["colour"]) if r is not None else "none"
+        colour = RISK_COLOURS.get(level, "#334155")
         rv = float(r["risk"]) if r is not None else float("nan")
-        hover = (
-            f"<b>{getattr(row, name_col)}</b> ({row.district})<br>"
-            f"{t('risk', lang)}: {rv:.0f} ({t('risk_' + (str(r['colour']) if r is not None else 'none'), lang)})"
-        )
+        hover = (f"<b>{getattr(row, name_col)}</b> ({row.district})<br>"
+                 f"{t('risk', lang)}: {rv:.0f} ({t('risk_' + level, lang)})")
         if r is not None:
             hover += (
                 f"<br>{t('traffic', lang)} {float(r['contrib_traffic']):.0f} · "
@@ -73,62 +77,59 @@ def city_map(
         aq = snap.aqi_district.get(row.district)
         if aq is not None:
             hover += f"<br>AQI: {aq:.0f}"
-        fig.add_trace(go.Scatter(
-            x=row.x, y=row.y, mode="lines", fill="toself", fillcolor=_alpha(colour, 0.28),
-            line={"color": colour, "width": 1.5}, hoveron="fills", hoverinfo="text",
-            text=hover, name=row.district, showlegend=False,
-        ))
-    # road segments by speed ratio, one WebGL trace per bin (None separates the lines)
+        traces.append({
+            "type": "scatter", "x": list(row.x), "y": list(row.y), "mode": "lines",
+            "fill": "toself", "fillcolor": _alpha(colour, 0.28),
+            "line": {"color": colour, "width": 1.5}, "hoveron": "fills", "hoverinfo": "text",
+            "text": hover, "name": row.district, "showlegend": False,
+        })
+    # road segments by speed ratio, one WebGL trace per bin (NaN separates the lines)
     ratio = snap.seg_ratio
     bins = np.where(np.isnan(ratio), -1, np.searchsorted(SPEED_BINS, np.nan_to_num(ratio)))
     seg_d = geo.segments["district"].to_numpy()
+    sx, sy, starts = geo.seg_xy
     for b in (-1, 4, 3, 2, 1, 0):
         idx = np.flatnonzero(bins == b)
         if keep_d:
             idx = idx[np.isin(seg_d[idx], list(keep_d))]
         if not idx.size:
             continue
-        xs: list[float | None] = []
-        ys: list[float | None] = []
-        for i in idx.tolist():
-            for x, y in geo.seg_coords[i]:
-                xs.append(x)
-                ys.append(y)
-            xs.append(None)
-            ys.append(None)
-        fig.add_trace(go.Scattergl(
-            x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
-            line={"color": NO_DATA if b < 0 else SPEED_COLOURS[b], "width": 1 if b < 0 else 2},
-            opacity=0.55 if b < 0 else 0.9,
-        ))
+        take = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in idx])
+        traces.append({
+            "type": "scattergl", "x": sx[take], "y": sy[take], "mode": "lines",
+            "hoverinfo": "skip", "showlegend": False, "connectgaps": False,
+            "line": {"color": NO_DATA if b < 0 else SPEED_COLOURS[b],
+                     "width": 1 if b < 0 else 2},
+            "opacity": 0.55 if b < 0 else 0.9,
+        })
     # sensors, one trace per status so the legend explains the colours
     s = geo.sensors
     mask = np.ones(len(s), dtype=bool) if not keep_d else s["district"].isin(keep_d).to_numpy()
+    x_all, y_all, ids_all = geo.sensor_x, geo.sensor_y, geo.sensor_ids
     for code, name in enumerate(("status_ok", "status_anomalous", "status_faulty",
                                  "status_silent")):
         idx = np.flatnonzero(mask & (snap.status == code))
         if not idx.size:
             continue
-        fig.add_trace(go.Scattergl(
-            x=s["x"].to_numpy()[idx], y=s["y"].to_numpy()[idx], mode="markers",
-            marker={"size": 4 if code == 0 else 7, "color": STATUS_COLOURS[code],
-                    "opacity": 0.75 if code == 0 else 1.0},
-            customdata=s["sensor_id"].to_numpy()[idx],
-            hovertext=_sensor_hover(s, idx, snap, lang), hoverinfo="text",
-            name=f"{t(name, lang)} ({idx.size:,})",
-        ))
+        traces.append({
+            "type": "scattergl", "x": x_all[idx], "y": y_all[idx], "mode": "markers",
+            "marker": {"size": 4 if code == 0 else 7, "color": STATUS_COLOURS[code],
+                       "opacity": 0.75 if code == 0 else 1.0},
+            "customdata": ids_all[idx], "hovertext": _sensor_hover(geo, idx, snap, lang),
+            "hoverinfo": "text", "name": f"{t(name, lang)} ({idx.size:,})",
+        })
     # active incidents at their sensors' centre
     act = snap.active_alerts
     if len(act):
         xs2, ys2, txt, ids = [], [], [], []
         pos = geo.sensor_pos
         for a in act.itertuples():
-            members = [pos[x] for x in str(a.sensors).split(",") if x in pos]
             if keep_d and a.district not in keep_d:
                 continue
+            members = [pos[x] for x in str(a.sensors).split(",") if x in pos]
             if members:
-                xs2.append(float(s["x"].to_numpy()[members].mean()))
-                ys2.append(float(s["y"].to_numpy()[members].mean()))
+                xs2.append(float(x_all[members].mean()))
+                ys2.append(float(y_all[members].mean()))
             else:
                 c = d[d["district"] == a.district]
                 if not len(c):
@@ -140,12 +141,12 @@ def city_map(
                        f"{t('state_' + str(a.state), lang)}")
             ids.append(str(a.alert_id))
         if xs2:
-            fig.add_trace(go.Scatter(
-                x=xs2, y=ys2, mode="markers", hovertext=txt, hoverinfo="text",
-                marker={"symbol": "star", "size": 20, "color": "#fde047",
-                        "line": {"color": "#7f1d1d", "width": 2}},
-                name=t("incident", lang), customdata=ids,
-            ))
+            traces.append({
+                "type": "scatter", "x": xs2, "y": ys2, "mode": "markers", "hovertext": txt,
+                "hoverinfo": "text", "name": t("incident", lang), "customdata": ids,
+                "marker": {"symbol": "star", "size": 20, "color": "#fde047",
+                           "line": {"color": "#7f1d1d", "width": 2}},
+            })
     # district labels: click one to open its page
     dd = d if not keep_d else d[d["district"].isin(keep_d)]
     labels = []
@@ -153,40 +154,40 @@ def city_map(
         r = risk.loc[row.district] if row.district in risk.index else None
         labels.append(f"{getattr(row, name_col)}<br>{t('risk', lang)} "
                       f"{(float(r['risk']) if r is not None else 0):.0f}")
-    fig.add_trace(go.Scatter(
-        x=dd["cx"], y=dd["cy"], mode="text+markers", text=labels,
-        textfont={"color": TEXT, "size": 11}, marker={"size": 18, "opacity": 0},
-        customdata=["district:" + x for x in dd["district"]], hoverinfo="skip",
-        showlegend=False,
-    ))
-    fig = _base_layout(
-        fig, showlegend=True, hovermode="closest", uirevision="map", dragmode="pan",
-        legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "top", "bgcolor": "rgba(0,0,0,0.4)",
-                "font": {"size": 11}},
-        clickmode="event",
-    )
-    fig.update_xaxes(visible=False, constrain="domain")
-    fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1, constrain="domain")
+    traces.append({  # a little below the centre: incidents sit on the centre
+        "type": "scatter", "x": dd["cx"].tolist(), "y": (dd["cy"] - 0.45).tolist(),
+        "mode": "text+markers", "text": labels, "textfont": {"color": TEXT, "size": 11},
+        "marker": {"size": 18, "opacity": 0}, "hoverinfo": "skip", "showlegend": False,
+        "customdata": ["district:" + x for x in dd["district"]],
+    })
+    layout: dict[str, Any] = {
+        **_layout(), "showlegend": True, "hovermode": "closest", "uirevision": "map",
+        "dragmode": "pan", "clickmode": "event",
+        "legend": {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "top",
+                   "bgcolor": "rgba(0,0,0,0.4)", "font": {"size": 11}},
+        "xaxis": {"visible": False, "constrain": "domain"},
+        "yaxis": {"visible": False, "scaleanchor": "x", "scaleratio": 1, "constrain": "domain"},
+    }
     if height:
-        fig.update_layout(height=height)
-    return fig
+        layout["height"] = height
+    return {"data": traces, "layout": layout}
 
 
-def _sensor_hover(s: pd.DataFrame, idx: np.ndarray, snap: Any, lang: str) -> list[str]:
-    ids = s["sensor_id"].to_numpy()[idx]
-    kinds = s["kind"].to_numpy()[idx]
-    dist = s["district"].to_numpy()[idx]
+def _layout() -> dict[str, Any]:
+    return {"paper_bgcolor": BG, "plot_bgcolor": BG,
+            "font": {"color": TEXT, "family": FONT, "size": 12},
+            "margin": {"l": 0, "r": 0, "t": 0, "b": 0}}
+
+
+def _sensor_hover(geo: Any, idx: np.ndarray, snap: Any, lang: str) -> np.ndarray:
+    base = geo.sensor_hover[idx]
     val = snap.value[idx]
     sc = snap.score[idx]
-    out = []
-    for i, k, dd, v, c in zip(ids, kinds, dist, val, sc, strict=True):
-        txt = f"<b>{i}</b> {k} · {dd}"
-        if v == v:
-            txt += f"<br>{t('value', lang)}: {v:.1f}"
-        if c == c:
-            txt += f"<br>{t('score', lang)}: {c:.2f}"
-        out.append(txt)
-    return out
+    vtxt = np.where(np.isnan(val), "", f"<br>{t('value', lang)}: " + np.char.mod(
+        "%.1f", np.nan_to_num(val)).astype(object))
+    stxt = np.where(np.isnan(sc), "", f"<br>{t('score', lang)}: " + np.char.mod(
+        "%.2f", np.nan_to_num(sc)).astype(object))
+    return np.asarray(base + vtxt + stxt, dtype=object)
 
 
 def _alpha(hex_colour: str, a: float) -> str:
@@ -196,20 +197,23 @@ def _alpha(hex_colour: str, a: float) -> str:
 
 
 def sparkline(df: pd.DataFrame, *, colour: str = "#38bdf8", fmt: str = ".2f",
-              height: int = 46, y_range: tuple[float, float] | None = None) -> go.Figure:
-    """A tiny trend: ``minute`` (epoch s) and ``value`` columns."""
-    fig = go.Figure()
+              height: int = 46, y_range: tuple[float, float] | None = None) -> dict[str, Any]:
+    """A tiny trend (a plain figure dict): ``minute`` (epoch s) and ``value`` columns."""
+    data = []
     if len(df):
-        x = pd.to_datetime(df["minute"].astype("int64"), unit="s")
-        fig.add_trace(go.Scatter(
-            x=x, y=df["value"], mode="lines", line={"color": colour, "width": 1.6},
-            fill="tozeroy", fillcolor=_alpha(colour, 0.12),
-            hovertemplate=f"%{{x|%H:%M}} · %{{y:{fmt}}}<extra></extra>",
-        ))
-    fig = _base_layout(fig, height=height, showlegend=False, hovermode="x")
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, range=list(y_range) if y_range else None)
-    return fig
+        x = pd.to_datetime(df["minute"].astype("int64"), unit="s").dt.strftime("%Y-%m-%d %H:%M")
+        data.append({
+            "type": "scatter", "x": x.to_numpy(dtype=object),
+            "y": df["value"].to_numpy(dtype=np.float64), "mode": "lines",
+            "line": {"color": colour, "width": 1.6}, "fill": "tozeroy",
+            "fillcolor": _alpha(colour, 0.12),
+            "hovertemplate": f"%{{x|%H:%M}} · %{{y:{fmt}}}<extra></extra>",
+        })
+    return {"data": data, "layout": {
+        **_layout(), "height": height, "showlegend": False, "hovermode": "x",
+        "xaxis": {"visible": False},
+        "yaxis": {"visible": False, **({"range": list(y_range)} if y_range else {})},
+    }}
 
 
 def time_series(

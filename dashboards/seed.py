@@ -104,8 +104,12 @@ def seed_store(
         flush()
     rows = derived_rows(city, sim.labels, int(sim.start), int(sim.end), seed=seed)
     counts = {"readings": total}
+    from store.queries import insert_rows
+
     for table, cols in rows.items():
-        counts[table] = store.insert(table, cols)
+        has_lists = any(c.dtype == object and len(c) and isinstance(c[0], list)
+                        for c in cols.values())
+        counts[table] = insert_rows(store, table, cols) if has_lists else store.insert(table, cols)
     return SeedInfo(int(sim.start), int(sim.end), total, counts)
 
 
@@ -215,7 +219,7 @@ def derived_rows(
     total = sum(contrib[dom] * scale[dom] for dom in DOMAINS)
     risk = np.minimum(total, 100.0)
     colours = colour_of(risk.ravel(), params.risk.cutoffs).reshape(risk.shape)
-    for i, m in enumerate(minutes.tolist()):
+    for i, m in enumerate(minutes.tolist()):  # type: ignore[assignment]
         for j, d in enumerate(districts):
             risk_cols["ts"].append(m)
             risk_cols["district"].append(d)
@@ -223,7 +227,7 @@ def derived_rows(
             risk_cols["colour"].append(str(colours[i, j]))
             for dom in DOMAINS:
                 risk_cols[f"contrib_{dom}"].append(float(contrib[dom][i, j] * scale[dom]))
-            risk_cols["top_sensors"].append(orjson.dumps(top.get((i, j), {})).decode())
+            risk_cols["top_sensors"].append(orjson.dumps(top.get((int(i), j), {})).decode())
 
     gt = {
         "id": [x.id for x in labels], "type": [x.type for x in labels],

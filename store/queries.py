@@ -6,12 +6,14 @@ view of the past never sees data that arrived for later event times.
 
 No ``FINAL`` on the readings: a redelivered frame may count twice until ReplacingMergeTree
 merges it away, which moves a window mean by a hair but costs a screen refresh several times
-over. The dimension tables are tiny and read with ``FINAL``-free ``ANY`` joins.
+over. The dimension tables are tiny: deduplicated by GROUP BY and joined with ``ALL`` (``ANY INNER``
+means different things on 18.16 and on 20+, where each right row joins at most once).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import pandas as pd
 
@@ -122,11 +124,11 @@ def utility_window(store: Store, t: int, *, window_s: int = 300) -> pd.DataFrame
 _SEGMENT_DIM = """
     (SELECT sensor_id, district, length_km, free_speed_kmh
      FROM (SELECT sensor_id, any(district) AS district, any(segment) AS segment
-           FROM dim_sensors WHERE kind = 'loop' GROUP BY sensor_id)
-     ANY INNER JOIN
+           FROM dim_sensors WHERE kind = 'loop' GROUP BY sensor_id) AS sen
+     ALL INNER JOIN
           (SELECT segment, any(length_km) AS length_km, any(free_speed_kmh) AS free_speed_kmh
-           FROM dim_segments GROUP BY segment)
-     USING segment)
+           FROM dim_segments GROUP BY segment) AS seg
+     USING segment) AS dim
 """
 
 
@@ -145,8 +147,8 @@ def congestion_city(store: Store, t: int, *, window_s: int = 300) -> float:
         f"""
         SELECT {_ci_expr()} AS ci, count() AS readings
         FROM (SELECT sensor_id, flow_vph, speed_kmh FROM readings_traffic
-              WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)} AND flow_vph > 0)
-        ANY INNER JOIN {_SEGMENT_DIM} USING sensor_id
+              WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)} AND flow_vph > 0) AS r
+        ALL INNER JOIN {_SEGMENT_DIM} USING sensor_id
         """
     )
     if not len(df) or not int(df["readings"].iloc[0]):
@@ -164,8 +166,8 @@ def congestion_by_district(store: Store, t: int, *, window_s: int = 300) -> pd.D
                sum(flow_vph * length_km / free_speed_kmh) AS ff,
                avg(speed_kmh) AS mean_speed_kmh, count() AS readings
         FROM (SELECT sensor_id, flow_vph, speed_kmh FROM readings_traffic
-              WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)} AND flow_vph > 0)
-        ANY INNER JOIN {_SEGMENT_DIM} USING sensor_id
+              WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)} AND flow_vph > 0) AS r
+        ALL INNER JOIN {_SEGMENT_DIM} USING sensor_id
         GROUP BY district ORDER BY district
         """
     )
@@ -181,8 +183,8 @@ def congestion_trend(
         SELECT toUInt32(toStartOfMinute(ts)) AS minute, {_ci_expr()} AS ci,
                avg(speed_kmh) AS mean_speed_kmh
         FROM (SELECT ts, sensor_id, flow_vph, speed_kmh FROM readings_traffic
-              WHERE ts > {_t(lo)} AND ts <= {_t(hi)} AND flow_vph > 0)
-        ANY INNER JOIN {_SEGMENT_DIM} USING sensor_id
+              WHERE ts > {_t(lo)} AND ts <= {_t(hi)} AND flow_vph > 0) AS r
+        ALL INNER JOIN {_SEGMENT_DIM} USING sensor_id
         WHERE 1 {where}
         GROUP BY minute ORDER BY minute
         """
@@ -410,3 +412,41 @@ def overview_counts(store: Store) -> dict[str, float]:
 
 def indicator_count(store: Store) -> int:
     return int(store.query("SELECT count() AS n FROM indicators")["n"].iloc[0])
+
+
+def sql_literal(value: object) -> str:
+    """A ClickHouse literal for a str, int, float, numpy datetime64[s] or list of those."""
+    import numpy as np
+
+    if isinstance(value, (list, tuple, np.ndarray)) and not isinstance(value, str):
+        return "[" + ", ".join(sql_literal(v) for v in value) + "]"
+    if isinstance(value, np.datetime64):
+        return f"toDateTime({int(value.astype('datetime64[s]').astype(np.int64))})"
+    if isinstance(value, (bool, np.bool_)):
+        return "1" if value else "0"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value)) if np.isfinite(value) else "nan"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def insert_rows(store: Store, table: str, columns: Mapping[str, object]) -> int:
+    """Insert columns as one ``INSERT ... SELECT`` of literals.
+
+    For the few rows of tables with ``Array`` columns (alert events, ground truth), which the
+    stores' columnar inserts do not carry on both backends (chDB's Arrow path rejects lists).
+    """
+    names = list(columns)
+    cols = [list(columns[c]) for c in names]  # type: ignore[call-overload]
+    n = len(cols[0]) if cols else 0
+    if not n:
+        return 0
+    # INSERT ... SELECT (not VALUES): inline VALUES data with expressions stalls the native
+    # protocol of clickhouse-driver on 18.16
+    selects = " UNION ALL ".join(
+        "SELECT " + ", ".join(sql_literal(col[i]) for col in cols) for i in range(n)
+    )
+    store.command(f"INSERT INTO {table} ({', '.join(names)}) {selects}")
+    return n
