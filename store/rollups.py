@@ -184,13 +184,22 @@ def repair(
     exact; returns the number of (domain, day) pairs corrected.
 
     Run it on closed days: readings that arrive for a day *while* it is repaired may be
-    counted twice (the next repair fixes that too).
+    counted twice (the next repair fixes that too). Days without raw data (dropped by
+    retention, or never loaded) are left alone: the rollups are then the only record.
     """
     wanted = set(domains)
     if days is None:
-        pairs = sorted({(s.domain, s.day) for s in check(store) if not s.ok and s.domain in wanted})
+        status = check(store)
+        pairs = sorted({(s.domain, s.day) for s in status if not s.ok and s.domain in wanted
+                        and s.raw > 0})
     else:
-        pairs = [(d, day) for day in sorted(set(days)) for d in DOMAINS if d in wanted]
+        chosen = sorted(set(days))
+        if not chosen:
+            return 0
+        have_raw = {(s.domain, s.day) for s in check(store, since=chosen[0], until=chosen[-1])
+                    if s.raw > 0}
+        pairs = [(d, day) for day in chosen for d in DOMAINS
+                 if d in wanted and (d, day) in have_raw]
     for domain, day in pairs:
         if progress:
             progress(f"repairing rollups of {domain} for {day}")

@@ -41,7 +41,7 @@ def maintain_once(store: object, settings: object, *, days: int, now: dt.datetim
     dropped = drop_expired(store, policy, now=now)  # type: ignore[arg-type]
     status = check(store)  # type: ignore[arg-type]
     newest = max((s.day for s in status), default=None)
-    bad = sorted({s.day for s in status if not s.ok
+    bad = sorted({s.day for s in status if not s.ok and s.raw > 0
                   and (days == 0 or (newest and s.day > newest - dt.timedelta(days=days)))})
     fixed = repair(store, bad) if bad else 0  # type: ignore[arg-type]
     return (f"dropped {len(dropped)} partition(s) ({sum(e.rows for e in dropped)} rows); "

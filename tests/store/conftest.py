@@ -1,5 +1,9 @@
 """Stores for the warehouse tests: every test that takes ``store`` or ``seeded`` runs on the
-ClickHouse 18.16 server *and* on chDB 26.x."""
+ClickHouse 18.16 server *and* on chDB 26.x.
+
+chDB runs one embedded server per process, bound to the first data directory it opens, so all
+in-process chDB stores share one directory (``chdb_root``) and differ by database.
+"""
 
 from __future__ import annotations
 
@@ -23,18 +27,22 @@ def _server(hostport: str, database: str) -> Store:
     return ServerStore(host=host, port=int(port), database=database)
 
 
-def _open(kind: str, request: pytest.FixtureRequest, tmp: Path, database: str) -> Store:
+@pytest.fixture(scope="session")
+def chdb_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chdb")
+
+
+def _open(kind: str, request: pytest.FixtureRequest, database: str) -> Store:
     if kind == "server":
         hostport = request.getfixturevalue("clickhouse_hostport")
         return _server(hostport, database)
     from store.embedded import EmbeddedStore
 
-    return EmbeddedStore(path=tmp / "chdb")
+    return EmbeddedStore(path=request.getfixturevalue("chdb_root"), database=database)
 
 
 def _drop(store: Store) -> None:
-    if store.backend == "clickhouse":
-        store.command(f"DROP DATABASE IF EXISTS {store.database}")
+    store.command(f"DROP DATABASE IF EXISTS {store.database}")
     store.close()
 
 
@@ -44,12 +52,12 @@ def default_city():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(params=["server", "chdb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, unique: str, default_city) -> Iterator[Store]:  # type: ignore[no-untyped-def]
+def store(request: pytest.FixtureRequest, unique: str, default_city) -> Iterator[Store]:  # type: ignore[no-untyped-def]
     """A fresh database with the schema and the default city's dimensions."""
     from store.dimensions import load_dimensions
     from store.schema import apply_schema
 
-    s = _open(request.param, request, tmp_path, unique)
+    s = _open(request.param, request, unique)
     apply_schema(s)
     load_dimensions(s, default_city)
     yield s
@@ -63,7 +71,7 @@ def seed_start() -> int:
 
 
 @pytest.fixture(scope="session", params=["server", "chdb"])
-def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, default_city) -> Iterator[Store]:  # type: ignore[no-untyped-def]
+def seeded(request: pytest.FixtureRequest, default_city) -> Iterator[Store]:  # type: ignore[no-untyped-def]
     """One seeded database per backend for the session (synthetic days of the default city)."""
     import uuid
 
@@ -71,8 +79,7 @@ def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     from store.schema import apply_schema
     from store.synth import synth_store
 
-    s = _open(request.param, request, tmp_path_factory.mktemp("seeded"),
-              "tseed" + uuid.uuid4().hex[:8])
+    s = _open(request.param, request, "tseed" + uuid.uuid4().hex[:8])
     apply_schema(s)
     load_dimensions(s, default_city)
     synth_store(s, default_city, start=seed_start(), days=SEED_DAYS, step_s=SEED_STEP_S)

@@ -21,7 +21,7 @@ START = 1767830400  # 2026-01-08 00:00 UTC
 
 def _load(store: Store, city, *, days: float = 0.25, step_s: int = 600, start: int = START  # type: ignore[no-untyped-def]
           ) -> dict[str, int]:
-    rows = {}
+    rows: dict[str, int] = {}
     for table, cols in reading_chunks(city, start=start, days=days, step_s=step_s):
         rows[table] = rows.get(table, 0) + store.insert(table, cols)
     return rows
@@ -70,6 +70,7 @@ def test_duplicates_are_counted_until_repaired(store: Store, default_city) -> No
     # a second repair finds nothing to do and writes nothing
     before = store.query(f"SELECT count() AS n FROM {rollup('traffic', 'sensor', '1m').table}")
     assert repair(store, [dt.date(2026, 1, 8)]) == 3  # every domain of that day
+    assert repair(store, [dt.date(2026, 1, 9)]) == 0  # no raw data: left alone
     after = store.query(f"SELECT count() AS n FROM {rollup('traffic', 'sensor', '1m').table}")
     assert int(after["n"].iloc[0]) == int(before["n"].iloc[0])
 
@@ -87,7 +88,7 @@ def test_migration_fills_rollups_from_existing_data(
         if m.version < 4:
             shutil.copy(m.path, old / m.path.name)
     for backend in ("server", "chdb"):
-        s = _open(backend, request, tmp_path / backend, unique + backend[0])
+        s = _open(backend, request, unique + backend[0])
         try:
             assert apply_schema(s, ddl_dir=old) == [1, 2, 3]
             load_dimensions(s, default_city)
@@ -106,3 +107,19 @@ def test_migration_fills_rollups_from_existing_data(
 
 def test_apply_schema_is_idempotent(store: Store) -> None:
     assert apply_schema(store) == []
+
+
+def test_maintain_repairs_and_drops(store: Store, default_city) -> None:  # type: ignore[no-untyped-def]
+    from citybrain.commands.maintain import maintain_once
+    from config.settings import load_settings
+
+    _load(store, default_city)
+    table, cols = next(reading_chunks(default_city, start=START, days=0.25, step_s=600))
+    store.insert(table, {k: v[:100] for k, v in cols.items()})  # a redelivery
+    settings = load_settings(retention_raw_days=1, retention_rollup_1m_days=2)
+    msg = maintain_once(store, settings, days=3, now=dt.datetime(2026, 1, 10, 1, 0))
+    assert "dropped 3 partition(s)" in msg  # the three raw tables' 2026-01-08
+    assert "repaired rollups of 0 day(s)" in msg  # its raw rows are gone: nothing to compare
+    assert all(s.ok or s.raw == 0 for s in check(store))
+    store2_msg = maintain_once(store, load_settings(), days=3, now=dt.datetime(2026, 1, 10))
+    assert "dropped 0 partition(s)" in store2_msg

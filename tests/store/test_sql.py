@@ -80,7 +80,7 @@ def test_real_clickhouse_client(server_store: Store, clickhouse_hostport: str, d
 
 
 @pytest.fixture()
-def hub(tmp_path: Path, default_city) -> Iterator[tuple[str, Store]]:  # type: ignore[no-untyped-def]
+def hub(chdb_root: Path, unique: str, default_city) -> Iterator[tuple[str, Store]]:  # type: ignore[no-untyped-def]
     """The hub's SQL endpoint (citybrain.hub.add_api) over a chDB store, on a free port."""
     from flask import Flask
     from werkzeug.serving import make_server
@@ -90,7 +90,7 @@ def hub(tmp_path: Path, default_city) -> Iterator[tuple[str, Store]]:  # type: i
     from store.embedded import EmbeddedStore
     from store.schema import apply_schema
 
-    s = EmbeddedStore(path=tmp_path / "chdb")
+    s = EmbeddedStore(path=chdb_root, database=unique)
     apply_schema(s)
     load_dimensions(s, default_city)
     app = Flask("hub-test")
@@ -101,6 +101,7 @@ def hub(tmp_path: Path, default_city) -> Iterator[tuple[str, Store]]:  # type: i
     t.start()
     yield f"http://127.0.0.1:{port}", s
     srv.shutdown()
+    s.command(f"DROP DATABASE {unique}")
     s.close()
 
 
@@ -117,15 +118,16 @@ def test_embedded_through_the_hub(hub: tuple[str, Store], tmp_path: Path) -> Non
     assert bad.returncode == 1 and "Syntax error" in bad.stderr
 
 
-def test_embedded_without_a_hub_opens_chdb(tmp_path: Path, default_city) -> None:  # type: ignore[no-untyped-def]
-    from store.dimensions import load_dimensions
-    from store.embedded import EmbeddedStore
-    from store.schema import apply_schema
-
-    s = EmbeddedStore(path=tmp_path / "chdb")
-    apply_schema(s)
-    load_dimensions(s, default_city)
-    s.close()
+def test_embedded_without_a_hub_opens_chdb(tmp_path: Path) -> None:
+    # prepared in another process: this one's chDB is bound to the shared test directory
+    prep = subprocess.run(
+        [sys.executable, "-c", "from config.settings import load_settings; "
+         "from store import open_store; open_store(load_settings()).close()"],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")},
+             "CITYBRAIN_CHDB_PATH": str(tmp_path / "chdb")},
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert prep.returncode == 0, prep.stderr
     env = {"CITYBRAIN_STORE": "chdb", "CITYBRAIN_HUB_URL": f"http://127.0.0.1:{free_port()}",
            "CITYBRAIN_CHDB_PATH": str(tmp_path / "chdb")}
     out = _cli(env, "--file", "-", "--format", "csv", stdin=QUERY)
