@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     anomaly_score: float = Field(
         0.95, ge=0, le=1, description="combined score from which a reading is reported"
     )
+    worker_session_timeout_s: float = Field(
+        30.0, ge=6, le=600, description="a dead worker's partitions move after this long"
+    )
     state_snapshot_s: float = Field(
         5.0, gt=0, le=3600, description="worker checkpoint interval (state table + acks)"
     )

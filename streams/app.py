@@ -110,6 +110,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         producer_acks=-1,
         producer_max_request_size=8_000_000,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.worker_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_s / 4),
         stream_wait_empty=False,
         table_standby_replicas=0,
     )

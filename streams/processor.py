@@ -21,6 +21,7 @@ a changelog-backed Faust table.
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 from collections import Counter, defaultdict
@@ -46,6 +47,9 @@ if TYPE_CHECKING:  # models are imported lazily (scikit-learn is heavy)
     from models.stack import CityModels, KindResult, TickResult
 
 STEP_S = 60
+# JSON has no NaN/infinity, so a strict parser calls these "malformed"; they are common enough
+# (Python's json module writes NaN) to deserve their own reason
+_NON_FINITE = re.compile(rb"(?<![A-Za-z_\"])-?(NaN|Infinity)(?![A-Za-z_\"])|\d[eE]\+?\d{3,}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +291,10 @@ class Processor:
                 frame = decode(msg.value, max_bytes=self.max_frame_bytes)
                 idx = self.validate(frame)
             except FrameError as exc:
-                self._dead(out, msg, exc.reason, str(exc), raw=msg.value or b"")
+                reason = exc.reason
+                if reason == "malformed_json" and _NON_FINITE.search(msg.value or b""):
+                    reason = "non_finite"
+                self._dead(out, msg, reason, str(exc), raw=msg.value or b"")
                 continue
             g = self.city.gateway_index[frame.gateway]
             w = self._gateway_windows(frame.gateway)
