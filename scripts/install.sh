@@ -31,6 +31,8 @@ if [ "$want_test" = 1 ]; then
   command -v mvn >/dev/null 2>&1 || pkgs+=(maven)
   command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || pkgs+=(chromium-driver)
+  # a CJK font, so the 简体中文 screen renders in the browser tests' screenshots
+  [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || pkgs+=(fonts-wqy-microhei)
 fi
 if [ "${#pkgs[@]}" -gt 0 ]; then
   echo "[install] apt-get install ${pkgs[*]}"
