@@ -221,6 +221,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
 
     @app.task
     async def serve_metrics() -> None:
+        from streams.redact import install
+
+        install(settings)  # Faust has set up logging by now
         metrics.serve(settings.metrics_port, settings.metrics_host)
 
     app.citybrain_processor = processor  # type: ignore[attr-defined]

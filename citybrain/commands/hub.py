@@ -30,5 +30,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from streams.redact import install
+
+    install(settings)
     role = args.role
     return run_hub(settings, sink=role in ("hub", "sink"), dashboard=role in ("hub", "dashboard"))

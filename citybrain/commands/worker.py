@@ -22,6 +22,12 @@ def run(args: argparse.Namespace) -> int:
     from streams.topics import ensure_topics
 
     settings = load_settings()
+    import logging
+
+    from streams.redact import install
+
+    logging.basicConfig(level=settings.log_level)
+    install(settings)  # ensure_topics logs through kafka-python before Faust starts
     ensure_topics(settings)
     run_worker(settings)
     return 0

@@ -133,7 +133,7 @@ class PrivateClickHouse:
         self.root = root
         while True:
             self.port = free_port()
-            if 2000 < self.port and not tcp_open(f"127.0.0.1:{self.port - 877}"):
+            if self.port > 2000 and not tcp_open(f"127.0.0.1:{self.port - 877}"):
                 break
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")},
                     "CITYBRAIN_TEST_SERVICES_DIR": str(root),

@@ -144,11 +144,13 @@ def test_kafka_faust_clickhouse_server(kafka_bootstrap, server_store, unique, sp
     bad = [d for d in dead if d["reason"] != "late"]
     assert sorted(d["reason"] for d in bad) == sorted(r for _, r in BAD_MESSAGES)
     assert {d["raw"] for d in bad} == {raw for raw, _ in BAD_MESSAGES}
-    redelivered = {(str(s), int(q)) for f in frames[100:130] for s, q in zip(f.sensor_id, f.seq)}
+    redelivered = {(str(s), int(q)) for f in frames[100:130]
+                   for s, q in zip(f.sensor_id, f.seq, strict=True)}
     for d in dead:
         if d["reason"] == "late":
             late = decode(d["raw"])
-            assert {(str(s), int(q)) for s, q in zip(late.sensor_id, late.seq)} <= redelivered
+            pairs = zip(late.sensor_id, late.seq, strict=True)
+            assert {(str(s), int(q)) for s, q in pairs} <= redelivered
     assert all(d["topic"] == f"{unique}.readings.traffic" and d["offset"] >= 0 for d in dead)
     assert worker.stop() == 0, worker.tail()
     assert sink.stop() == 0, sink.tail()

@@ -112,10 +112,9 @@ def test_clickhouse_outage_mid_stream(kafka_bootstrap, unique, spawn, tmp_path):
         metrics_port = free_port()
         batch_rows = 1000
         e = env(unique, kafka_bootstrap, **_store_env(store),
-                CITYBRAIN_SINK_BATCH_ROWS=str(batch_rows),
-                CITYBRAIN_METRICS_PORT=str(metrics_port))
+                CITYBRAIN_SINK_BATCH_ROWS=str(batch_rows))
         worker = spawn("worker", ["worker"], e)
-        sink = spawn("sink", ["sink"], e)
+        sink = spawn("sink", ["sink"], {**e, "CITYBRAIN_METRICS_PORT": str(metrics_port)})
         producer = PacedProducer(kafka_bootstrap, unique, frames, seconds=OUTAGE_S + 20)
         producer.start()
         wait_until(lambda: store.query("SELECT count() AS n FROM readings_traffic")["n"][0] > 2000,
