@@ -76,6 +76,7 @@ class MultivariateParams:
     calibration_scale: float = 3.0
     min_sensor_windows: int = 6
     in_score: bool = False
+    score_every: int = 3
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "multivariate.buffer": (2, 10**7, False),
     "multivariate.calibration_scale": (0, 1000, True),
     "multivariate.min_sensor_windows": (1, 10**6, False),
+    "multivariate.score_every": (1, 10**6, False),
     "health.stuck_readings": (2, 10**6, False),
     "health.dropout_intervals": (0, 10**6, True),
     "health.spike_k": (0, 10**6, True),

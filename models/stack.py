@@ -147,6 +147,7 @@ class KindModels:
                 buffer=p.multivariate.buffer,
                 calibration_scale=p.multivariate.calibration_scale,
                 min_sensor_windows=p.multivariate.min_sensor_windows,
+                score_every=p.multivariate.score_every,
                 seed=seed,
             )
             if use_mv

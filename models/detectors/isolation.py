@@ -10,8 +10,11 @@ The forest is fitted on a baseline period (the first ``fit_after`` rows) and ref
 
 Raw forest scores (``-score_samples``, about 0.4-0.5 for ordinary points) are calibrated
 against the training rows' own scores: ``u = (s - median) / (1.4826 MAD)``, then the shared
-arctan calibration. A reading's score is the score of its sensor's last closed window (NaN
-before the first fit).
+arctan calibration. A reading's score is the score of its sensor's last scored window (NaN
+before the first fit). With ``score_every = k`` > 1 the forest runs on a schedule: a sensor's
+window is scored every ``k``-th window (round robin over sensors, so each close scores about
+1/k of the rows), which divides the forest's cost -- the largest part of this detector -- by
+``k``; the normalisation and the training buffer still learn from every window.
 
 Snapshots are plain data: the training rows of the current forest and the seed, so a restore
 refits the identical forest.
@@ -71,6 +74,7 @@ class IsolationDetector(PerSensorState):
         buffer: int = 2048,
         min_sensor_windows: int = 3,
         calibration_scale: float = 1.0,
+        score_every: int = 1,
         seed: int = 0,
     ) -> None:
         self.n_metrics = check_int("n_metrics", n_metrics, 1)
@@ -82,6 +86,7 @@ class IsolationDetector(PerSensorState):
         self.min_sensor_windows = check_int("min_sensor_windows", min_sensor_windows, 1)
         self.calibration_scale = check_positive("calibration_scale", calibration_scale)
         self.seed = check_int("seed", seed, 0)
+        self.score_every = check_int("score_every", score_every, 1)
         self._init_ids(ids)
         n, m = len(self.ids), self.n_metrics
         self.windows = WindowAggregator(
@@ -121,6 +126,7 @@ class IsolationDetector(PerSensorState):
             "refit_every_s": self.refit_every_s,
             "buffer": self.buffer,
             "seed": self.seed,
+            **({"score_every": self.score_every} if self.score_every > 1 else {}),
         }
 
     # --- shared state: windows, buffer, forest (as its training rows) ------------------
@@ -265,12 +271,16 @@ class IsolationDetector(PerSensorState):
         z = np.clip((f - mu) / sig, -20.0, 20.0)
         z = np.where(np.isnan(z), 0.0, z)
         ready = c >= self.min_sensor_windows
-        if self._forest is not None and ready.any():
-            raw = -self._forest.score_samples(z[ready])
+        # on a schedule: a sensor's window is scored every `score_every` windows (round robin
+        # by window and sensor index, so the forest sees 1/score_every of the rows per close)
+        due = ready
+        if self.score_every > 1:
+            w = np.floor(rows.start / self.windows.window_s).astype(np.int64)
+            due = ready & ((w + s) % self.score_every == 0)
+        if self._forest is not None and due.any():
+            raw = -self._forest.score_samples(z[due])
             u = (raw - self._cal[0]) / self._cal[1]
-            out = np.full(s.shape[0], np.nan)
-            out[ready] = calibrate(np.maximum(u, 0.0), self.calibration_scale)
-            self.last_score[s] = np.where(ready, out, self.last_score[s])
+            self.last_score[s[due]] = calibrate(np.maximum(u, 0.0), self.calibration_scale)
         # learn the per-sensor normalisation (clipped, so one anomaly does not reset it)
         a = np.maximum(NORM_ALPHA, 1.0 / (c + 1.0))[:, None]
         first = np.isnan(mu)
