@@ -78,7 +78,8 @@ def city_map(
         if aq is not None:
             hover += f"<br>AQI: {aq:.0f}"
         traces.append({
-            "type": "scatter", "x": list(row.x), "y": list(row.y), "mode": "lines",
+            "type": "scatter", "x": np.asarray(row.x, dtype=np.float64),
+            "y": np.asarray(row.y, dtype=np.float64), "mode": "lines",
             "fill": "toself", "fillcolor": _alpha(colour, 0.28),
             "line": {"color": colour, "width": 1.5}, "hoveron": "fills", "hoverinfo": "text",
             "text": hover, "name": row.district, "showlegend": False,

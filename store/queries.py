@@ -78,44 +78,56 @@ def data_span(store: Store) -> tuple[int, int]:
 
 
 # --- per-sensor windows -------------------------------------------------------------------------
+# The windows and trends read the 1-minute rollups (config/ddl/004_rollups.sql), not the raw
+# readings: a mean is sum(x_sum) / sum(x_count) over whole minutes. A window of ``window_s``
+# ending at ``t`` is the minute holding ``t`` and the whole minutes before it
+# (``window_s / 60`` minute buckets; see :func:`minute_window`). ``last`` is the end of the
+# newest minute with readings (at most ``t``).
+def minute_window(t: int, window_s: int) -> tuple[int, int]:
+    """The first and last minute bucket (epoch s) of the window of ``window_s`` ending at ``t``."""
+    last = int(t) - int(t) % 60
+    return last - (int(window_s) // 60 - 1) * 60, last
+
+
+def _mwhere(t: int, window_s: int) -> str:
+    first, _ = minute_window(t, window_s)
+    return f"ts >= {_t(first)} AND ts <= {_t(t)}"
+
+
+def _means(cols: tuple[str, ...]) -> str:
+    return ", ".join(f"sum({c}_sum) / sum({c}_count) AS {c}" for c in cols)
+
+
 def traffic_window(store: Store, t: int, *, window_s: int = 300) -> pd.DataFrame:
-    """Per loop detector over ``(t - window_s, t]``: mean flow, speed, occupancy, readings."""
-    return store.query(
-        f"""
-        SELECT sensor_id, avg(flow_vph) AS flow_vph, avg(speed_kmh) AS speed_kmh,
-               avg(occupancy_pct) AS occupancy_pct, count() AS n, toUInt32(max(ts)) AS last
-        FROM readings_traffic
-        WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)}
-        GROUP BY sensor_id
-        """
-    )
+    """Per loop detector over the window ending at ``t``: mean flow, speed, occupancy,
+    readings."""
+    return _window(store, "traffic", ("flow_vph", "speed_kmh", "occupancy_pct"), t, window_s)
 
 
 def environment_window(store: Store, t: int, *, window_s: int = 3600) -> pd.DataFrame:
-    """Per environment sensor over ``(t - window_s, t]``: mean of every metric (the 1-hour
-    means feed the AQI), readings and the last reading time."""
+    """Per environment sensor over the window ending at ``t``: mean of every metric (the
+    1-hour means feed the AQI), readings and the last reading time."""
     cols = ("pm25", "pm10", "no2", "o3", "so2", "co", "noise_dba", "temp_c", "wind_ms")
-    means = ", ".join(f"avg({c}) AS {c}" for c in cols)
-    return store.query(
-        f"""
-        SELECT sensor_id, {means}, count() AS n, toUInt32(max(ts)) AS last
-        FROM readings_environment
-        WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)}
-        GROUP BY sensor_id
-        """
-    )
+    return _window(store, "environment", cols, t, window_s)
 
 
 def utility_window(store: Store, t: int, *, window_s: int = 300) -> pd.DataFrame:
-    """Per utility sensor over ``(t - window_s, t]``: mean inflow, pressure, load, voltage."""
+    """Per utility sensor over the window ending at ``t``: mean inflow, pressure, load,
+    voltage."""
+    return _window(store, "utility", ("inflow_m3h", "pressure_bar", "load_mw", "voltage_kv"),
+                   t, window_s)
+
+
+def _window(store: Store, domain: str, cols: tuple[str, ...], t: int,
+            window_s: int) -> pd.DataFrame:
     return store.query(
         f"""
-        SELECT sensor_id, avg(inflow_m3h) AS inflow_m3h, avg(pressure_bar) AS pressure_bar,
-               avg(load_mw) AS load_mw, avg(voltage_kv) AS voltage_kv,
-               count() AS n, toUInt32(max(ts)) AS last
-        FROM readings_utility
-        WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)}
+        SELECT sensor_id, {_means(cols)}, sum(readings) AS n,
+               least(toUInt32(max(ts)) + 59, {int(t)}) AS last
+        FROM rollup_{domain}_sensor_1m
+        WHERE {_mwhere(t, window_s)}
         GROUP BY sensor_id
+        HAVING n > 0
         """
     )
 
@@ -134,20 +146,32 @@ _SEGMENT_DIM = """
 
 def _ci_expr() -> str:
     # congestion index = total travel time / free-flow travel time - 1, weights flow x length
-    # (models.indicators.traffic.congestion_index); speeds floored at 1 km/h
+    # (models.indicators.traffic.congestion_index); speeds floored at 1 km/h. Over per-sensor
+    # means (of a window, or of a minute), as the screen's KPI computes it.
     return (
         "sum(flow_vph * length_km / greatest(speed_kmh, 1.0)) / "
         "sum(flow_vph * length_km / free_speed_kmh) - 1"
     )
 
 
+def _loop_means(where: str, *, by_minute: bool = False) -> str:
+    """Per loop (and minute) means from the 1-minute rollup, flowing loops only."""
+    minute = "ts, " if by_minute else ""
+    return f"""
+        (SELECT {minute}sensor_id, sum(flow_vph_sum) / sum(flow_vph_count) AS flow_vph,
+                sum(speed_kmh_sum) / sum(speed_kmh_count) AS speed_kmh
+         FROM rollup_traffic_sensor_1m WHERE {where}
+         GROUP BY {minute}sensor_id
+         HAVING sum(speed_kmh_count) > 0 AND flow_vph > 0) AS r
+    """
+
+
 def congestion_city(store: Store, t: int, *, window_s: int = 300) -> float:
-    """The city congestion index over ``(t - window_s, t]`` (NaN without data)."""
+    """The city congestion index over the window ending at ``t`` (NaN without data)."""
     df = store.query(
         f"""
         SELECT {_ci_expr()} AS ci, count() AS readings
-        FROM (SELECT sensor_id, flow_vph, speed_kmh FROM readings_traffic
-              WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)} AND flow_vph > 0) AS r
+        FROM {_loop_means(_mwhere(t, window_s))}
         ALL INNER JOIN {_SEGMENT_DIM} USING sensor_id
         """
     )
@@ -157,33 +181,38 @@ def congestion_city(store: Store, t: int, *, window_s: int = 300) -> float:
 
 
 def congestion_by_district(store: Store, t: int, *, window_s: int = 300) -> pd.DataFrame:
-    """Per district over ``(t - window_s, t]``: congestion index ``ci`` and its two sums
-    (``tt`` travel time, ``ff`` free-flow travel time; the city index is ``sum(tt)/sum(ff)-1``)."""
+    """Per district over the window ending at ``t``: congestion index ``ci`` and its two sums
+    (``tt`` travel time, ``ff`` free-flow travel time; the city index is ``sum(tt)/sum(ff)-1``),
+    over per-loop window means; ``readings`` counts the loops."""
     return store.query(
         f"""
         SELECT district, {_ci_expr()} AS ci,
                sum(flow_vph * length_km / greatest(speed_kmh, 1.0)) AS tt,
                sum(flow_vph * length_km / free_speed_kmh) AS ff,
                avg(speed_kmh) AS mean_speed_kmh, count() AS readings
-        FROM (SELECT sensor_id, flow_vph, speed_kmh FROM readings_traffic
-              WHERE ts > {_t(t - window_s)} AND ts <= {_t(t)} AND flow_vph > 0) AS r
+        FROM {_loop_means(_mwhere(t, window_s))}
         ALL INNER JOIN {_SEGMENT_DIM} USING sensor_id
         GROUP BY district ORDER BY district
         """
     )
 
 
+def _range(lo: int, hi: int) -> str:
+    # minute buckets starting in (lo, hi]
+    return f"ts > {_t(lo)} AND ts <= {_t(hi)}"
+
+
 def congestion_trend(
     store: Store, lo: int, hi: int, *, district: str | None = None
 ) -> pd.DataFrame:
-    """Per-minute congestion index over ``(lo, hi]`` (city or one district)."""
+    """Per-minute congestion index over minutes starting in ``(lo, hi]`` (city or one
+    district), from per-loop minute means."""
     where = f"AND district = {lit(district)}" if district else ""
     return store.query(
         f"""
-        SELECT toUInt32(toStartOfMinute(ts)) AS minute, {_ci_expr()} AS ci,
+        SELECT toUInt32(ts) AS minute, {_ci_expr()} AS ci,
                avg(speed_kmh) AS mean_speed_kmh
-        FROM (SELECT ts, sensor_id, flow_vph, speed_kmh FROM readings_traffic
-              WHERE ts > {_t(lo)} AND ts <= {_t(hi)} AND flow_vph > 0) AS r
+        FROM {_loop_means(_range(lo, hi), by_minute=True)}
         ALL INNER JOIN {_SEGMENT_DIM} USING sensor_id
         WHERE 1 {where}
         GROUP BY minute ORDER BY minute
@@ -192,20 +221,25 @@ def congestion_trend(
 
 
 # --- city trends --------------------------------------------------------------------------------
+def _sensor_in(sensors: list[str]) -> str:
+    return f"AND sensor_id IN ({', '.join(lit(s) for s in sensors)})"
+
+
 def environment_trend(
     store: Store, lo: int, hi: int, *, sensors: list[str] | None = None
 ) -> pd.DataFrame:
     """Per 5 minutes over ``(lo, hi]``: sums and counts of every pollutant over the air
     stations (or the given sensors), so the caller can form trailing 1-hour means."""
     pol = ("pm25", "pm10", "no2", "o3", "so2", "co")
-    agg = ", ".join(f"sum({p}) AS {p}_sum, count({p}) AS {p}_n" for p in pol)
-    where = f"AND sensor_id IN ({', '.join(lit(s) for s in sensors)})" if sensors else ""
+    agg = ", ".join(f"sum({p}_sum) AS {p}_sum, sum({p}_count) AS {p}_n" for p in pol)
+    table = "rollup_environment_sensor_1m" if sensors else "rollup_environment_district_1m"
+    where = _sensor_in(sensors) if sensors else ""
     return store.query(
         f"""
         SELECT toUInt32(toStartOfFiveMinute(ts)) AS bucket, {agg}
-        FROM readings_environment
-        WHERE ts > {_t(lo)} AND ts <= {_t(hi)} AND pm25 IS NOT NULL {where}
-        GROUP BY bucket ORDER BY bucket
+        FROM {table}
+        WHERE {_range(lo, hi)} {where}
+        GROUP BY bucket HAVING pm25_n > 0 ORDER BY bucket
         """
     )
 
@@ -214,15 +248,15 @@ def utility_trend(
     store: Store, lo: int, hi: int, *, sensors: list[str] | None = None
 ) -> pd.DataFrame:
     """Per minute over ``(lo, hi]``: mean inflow, pressure, load and voltage."""
-    where = f"AND sensor_id IN ({', '.join(lit(s) for s in sensors)})" if sensors else ""
+    table = "rollup_utility_sensor_1m" if sensors else "rollup_utility_district_1m"
+    where = _sensor_in(sensors) if sensors else ""
     return store.query(
         f"""
-        SELECT toUInt32(toStartOfMinute(ts)) AS minute,
-               avg(inflow_m3h) AS inflow_m3h, avg(pressure_bar) AS pressure_bar,
-               avg(load_mw) AS load_mw, avg(voltage_kv) AS voltage_kv
-        FROM readings_utility
-        WHERE ts > {_t(lo)} AND ts <= {_t(hi)} {where}
-        GROUP BY minute ORDER BY minute
+        SELECT toUInt32(ts) AS minute,
+               {_means(("inflow_m3h", "pressure_bar", "load_mw", "voltage_kv"))}
+        FROM {table}
+        WHERE {_range(lo, hi)} {where}
+        GROUP BY minute HAVING sum(readings) > 0 ORDER BY minute
         """
     )
 
@@ -230,12 +264,13 @@ def utility_trend(
 def readings_trend(store: Store, lo: int, hi: int) -> pd.DataFrame:
     """Per minute over ``(lo, hi]``: readings received, all domains (``readings``)."""
     parts = " UNION ALL ".join(
-        f"SELECT toUInt32(toStartOfMinute(ts)) AS minute, count() AS readings "
-        f"FROM readings_{d} WHERE ts > {_t(lo)} AND ts <= {_t(hi)} GROUP BY minute"
+        f"SELECT toUInt32(ts) AS minute, sum(readings) AS readings "
+        f"FROM rollup_{d}_district_1m WHERE {_range(lo, hi)} GROUP BY minute"
         for d in ("traffic", "environment", "utility")
     )
     return store.query(
-        f"SELECT minute, sum(readings) AS readings FROM ({parts}) GROUP BY minute ORDER BY minute"
+        f"SELECT minute, sum(readings) AS readings FROM ({parts}) GROUP BY minute "
+        f"HAVING readings > 0 ORDER BY minute"
     )
 
 

@@ -53,7 +53,10 @@ def test_kpis_equal_a_direct_clickhouse_query(browser: Any, served: Served) -> N
     q = served.store.query
     t = max(int(q(f"SELECT toUInt32(max(ts)) AS t FROM readings_{d}")["t"].iloc[0])
             for d in ("traffic", "environment", "utility"))
-    win = f"ts > toDateTime({t - 300}) AND ts <= toDateTime({t})"
+    # the screen's windows are whole minute buckets (store.queries.minute_window): the minute
+    # holding t and the 4 (the AQI: 59) before it
+    minute = t - t % 60
+    win = f"ts >= toDateTime({minute - 240}) AND ts <= toDateTime({t})"
     ci = q(f"""
         SELECT sum(f * l / greatest(v, 1)) / sum(f * l / vf) - 1 AS ci
         FROM (SELECT sensor_id, avg(flow_vph) AS f, avg(speed_kmh) AS v FROM readings_traffic
@@ -65,7 +68,7 @@ def test_kpis_equal_a_direct_clickhouse_query(browser: Any, served: Served) -> N
         SELECT sensor_id, avg(pm25) AS pm25, avg(pm10) AS pm10, avg(no2) AS no2, avg(o3) AS o3,
                avg(so2) AS so2, avg(co) AS co
         FROM readings_environment
-        WHERE ts > toDateTime({t - 3600}) AND ts <= toDateTime({t}) AND sensor_id IN
+        WHERE ts >= toDateTime({minute - 3540}) AND ts <= toDateTime({t}) AND sensor_id IN
               (SELECT sensor_id FROM dim_sensors WHERE kind = 'air')
         GROUP BY sensor_id
     """)
