@@ -80,20 +80,33 @@ def encode(frame: Frame) -> bytes:
     return orjson.dumps(d, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _num_array(values: Any, name: str, dtype: type) -> np.ndarray:
+def _num_array(values: Any, name: str, dtype: type, may_hold_bools: bool = True) -> np.ndarray:
+    """A JSON list of numbers as a flat array; ``null`` becomes NaN (caught as non_finite).
+
+    Strings (even numeric ones like ``"1"``), booleans and nested lists are ``wrong_type``.
+    """
     if not isinstance(values, list):
         raise FrameError("wrong_type", f"{name} must be a list, got {type(values).__name__}")
-    try:
-        arr: np.ndarray = np.asarray(values, dtype=dtype)
-    except (TypeError, ValueError):
+    raw = np.asarray(values) if values else np.empty(0, dtype=dtype)
+    kind = raw.dtype.kind
+    if kind == "O":  # mixed: numbers with null, or something that is not a number
         bad = next(
-            (x for x in values if isinstance(x, bool) or not isinstance(x, (int, float))), None
+            (x for x in values if x is not None
+             and (isinstance(x, bool) or not isinstance(x, (int, float)))),
+            None,
         )
-        raise FrameError("wrong_type", f"{name} holds a non-number: {bad!r}") from None
-    if arr.ndim != 1:
-        raise FrameError("wrong_type", f"{name} must be a flat list")
-    if any(isinstance(x, bool) for x in values[:1]):
+        if bad is not None:
+            raise FrameError("wrong_type", f"{name} holds a non-number: {bad!r}")
+    elif kind not in "iuf":
+        raise FrameError("wrong_type", f"{name} holds a non-number: {values[0]!r}")
+    elif may_hold_bools and any(x is True or x is False for x in values):
         raise FrameError("wrong_type", f"{name} holds a boolean")
+    if raw.ndim != 1:
+        raise FrameError("wrong_type", f"{name} must be a flat list")
+    try:
+        arr: np.ndarray = raw.astype(dtype)
+    except (TypeError, ValueError, OverflowError):
+        raise FrameError("wrong_type", f"{name} holds a non-number") from None
     return arr
 
 
@@ -118,8 +131,10 @@ def decode(raw: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
         raise FrameError("wrong_type", f"gateway must be a non-empty string, got {gateway!r}")
     if domain not in KINDS:
         raise FrameError("unknown_domain", f"gateway {gateway}: unknown domain {domain!r}")
-    ts = _num_array(d["ts"], "ts", np.float64)
-    seq = _num_array(d["seq"], "seq", np.float64)
+    # JSON booleans become 1.0/0.0 in a numeric array: look for them only if the text has any
+    bools = b"true" in raw or b"false" in raw
+    ts = _num_array(d["ts"], "ts", np.float64, bools)
+    seq = _num_array(d["seq"], "seq", np.float64, bools)
     sids = d["sensor_id"]
     if not isinstance(sids, list) or not all(isinstance(s, str) and s for s in sids):
         raise FrameError("wrong_type", f"gateway {gateway}: sensor_id must be a list of strings")
@@ -134,7 +149,9 @@ def decode(raw: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
             "unknown_metrics",
             f"gateway {gateway}: metrics {sorted(metrics_raw)} match no {domain} sensor kind",
         )
-    metrics = {k: _num_array(v, f"metrics.{k}", np.float64) for k, v in metrics_raw.items()}
+    metrics = {
+        k: _num_array(v, f"metrics.{k}", np.float64, bools) for k, v in metrics_raw.items()
+    }
     for name, arr in (("ts", ts), ("seq", seq), *metrics.items()):
         if arr.shape[0] != n:
             raise FrameError(

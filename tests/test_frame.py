@@ -79,3 +79,20 @@ def test_arbitrary_bytes_never_crash(raw):
         decode(raw)
     except FrameError as exc:
         assert exc.reason
+
+
+@pytest.mark.parametrize(
+    "column",
+    [["1", "2"], [True, False], [[1], [2]], [1.0, "x"], [1.0, True], [{"a": 1}, 2.0]],
+)
+def test_non_numbers_are_wrong_type(column):
+    with pytest.raises(FrameError) as err:
+        decode(_doc(ts=column))
+    assert err.value.reason == "wrong_type"
+
+
+def test_null_is_non_finite_and_ints_are_fine():
+    with pytest.raises(FrameError) as err:
+        decode(_doc(seq=[1, None]))
+    assert err.value.reason == "non_finite"
+    assert decode(_doc(ts=[1700000000, 1700000001])).ts.dtype == np.float64
