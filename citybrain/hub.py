@@ -66,6 +66,20 @@ def add_api(server: Any, store: Store) -> None:
         )
 
 
+def _maintain_loop(store: Store, settings: Settings, stop: threading.Event,
+                   every_s: float = 3600.0) -> None:
+    import datetime as dt
+
+    from citybrain.commands.maintain import maintain_once
+
+    while not stop.wait(every_s):
+        try:
+            log.info("maintenance: %s", maintain_once(
+                store, settings, days=3, now=dt.datetime.now(tz=dt.UTC)))
+        except Exception:  # upkeep must never take the screen or the sink down
+            log.exception("maintenance failed; retrying in %.0fs", every_s)
+
+
 def run_hub(settings: Settings, *, sink: bool = True, dashboard: bool = True) -> int:
     from werkzeug.serving import make_server
 
@@ -102,6 +116,13 @@ def run_hub(settings: Settings, *, sink: bool = True, dashboard: bool = True) ->
                     threading.Thread(target=server.shutdown, daemon=True).start()
 
         t = threading.Thread(target=sink_main, name="sink", daemon=True)
+        t.start()
+        threads.append(t)
+    if sink and dashboard:
+        # the embedded hub is the only process that may touch chDB: it does the upkeep itself
+        # (retention + rollup repair, hourly); in server mode `citybrain maintain` does it
+        t = threading.Thread(target=_maintain_loop, args=(store, settings, stop),
+                             name="maintain", daemon=True)
         t.start()
         threads.append(t)
     if server is not None:

@@ -10,6 +10,7 @@ none is left behind. A second ``citybrain up`` while one runs says so and exits.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -80,10 +81,8 @@ class Child:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         # also reap anything the child started in its session
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         return self.proc.returncode
 
 

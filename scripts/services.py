@@ -14,6 +14,7 @@ Standard library only: this runs before the project's virtualenv exists.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -124,10 +125,8 @@ def stop_pid(pidfile: Path, what: str, timeout_s: float = 30.0) -> None:
         time.sleep(0.2)
     else:
         say(f"{what}: did not stop in {timeout_s:.0f}s; killing")
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     pidfile.unlink(missing_ok=True)
 
 

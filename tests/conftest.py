@@ -151,7 +151,9 @@ class Proc:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-                raise AssertionError(f"{self.name} did not stop in {timeout}s:\n{self.tail()}")
+                raise AssertionError(
+                    f"{self.name} did not stop in {timeout}s:\n{self.tail()}"
+                ) from None
         self._fh.close()
         return int(self.proc.returncode)
 

@@ -67,7 +67,7 @@ def test_yaml_errors_name_file_and_key(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="unknown key 'no_such_key'"):
         load_settings()
     monkeypatch.setenv("CITYBRAIN_CONFIG", str(tmp_path / "missing.yaml"))
-    with pytest.raises(ConfigError, match="missing.yaml"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml"):
         load_settings()
 
 
