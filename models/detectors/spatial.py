@@ -147,6 +147,7 @@ class SpatialDetector(PerSensorState):
         #: windows closed by the last update (reused as indicator input by the stack)
         self.last_rows: WindowRows = WindowRows.empty(m)
         self.last_late = np.zeros(0, dtype=bool)
+        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def params(self) -> dict[str, Any]:
         return {
@@ -166,6 +167,10 @@ class SpatialDetector(PerSensorState):
         snap = super().snapshot(sensors)
         snap["shared"]["windows"] = self.windows.snapshot(sensors)
         return snap
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self._cache = None
+        super().restore(snap)
 
     def _restore_shared(self, shared: dict[str, Any]) -> None:
         if "windows" in shared:
@@ -196,28 +201,32 @@ class SpatialDetector(PerSensorState):
                 on_chunk(sl, closed, -math.inf if cu == NO_WINDOW else cu * self.windows.window_s)
             s = batch.sensor[sl]
             x = batch.values[sl]
-            ref = self.ref.take(s, axis=0)
-            ocnt = self.ocnt.take(s, axis=0)
-            sig = (
-                MEANDEV_TO_SIGMA * self.odev.take(s, axis=0)
-                + self.scale_floor * np.abs(ref)
-                + self._floor
-            )
-            res = x - (ref + self.off.take(s, axis=0))
-            z = np.minimum(np.maximum(res / sig, -Z_CLIP), Z_CLIP)
+            pred, sig, ocnt = self._scoring_state()
+            res = x - pred.take(s, axis=0)
+            sig_s = sig.take(s, axis=0)
+            ocnt_s = ocnt.take(s, axis=0)
+            z = np.minimum(np.maximum(res / sig_s, -Z_CLIP), Z_CLIP)
             valid = ~np.isnan(res)
             if self.skip:
                 valid &= self._active
-            ok = (ocnt >= self.min_count) & valid
+            ok = (ocnt_s >= self.min_count) & valid
             scores[sl] = np.where(ok, z, np.nan)  # calibrated after the max over metrics
             # the reading-level spread is learned when the next window closes
-            learn = valid & (ocnt > 0)
-            w = np.where(learn, np.minimum(np.abs(res), CLIP * sig), 0.0)
+            learn = valid & (ocnt_s > 0)
+            w = np.where(learn, np.minimum(np.abs(res), CLIP * sig_s), 0.0)
             self._add_rows(s, w, learn)
         self.last_rows = WindowRows.concat(rows, self.n_metrics)
         self.last_late = late
         score, metric = combine_calibrate(scores, self.calibration_scale)
         return DetectorResult(score, metric)
+
+    def _scoring_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per sensor: prediction ``ref + off`` and sigma, which change only when windows
+        close (cached until the next close or restore)."""
+        if self._cache is None:
+            sig = MEANDEV_TO_SIGMA * self.odev + self.scale_floor * np.abs(self.ref) + self._floor
+            self._cache = (self.ref + self.off, sig, self.ocnt)
+        return self._cache
 
     def _add_rows(self, s: np.ndarray, w: np.ndarray, learn: np.ndarray) -> None:
         """``rsum[s] += w``, ``rcnt[s] += learn`` in batch order (as ``np.add.at`` would, so
@@ -231,6 +240,7 @@ class SpatialDetector(PerSensorState):
             rc[fs] += learn[r].reshape(-1)
 
     def _learn(self, rows: WindowRows) -> None:
+        self._cache = None
         starts = rows.start
         cuts = np.flatnonzero(np.diff(starts)) + 1
         m = self.n_metrics
