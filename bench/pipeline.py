@@ -1,0 +1,499 @@
+"""Pipeline: frames → Apache Kafka → ``citybrain worker`` → ``citybrain sink`` → ClickHouse server.
+
+Starts the local services with ``scripts/services.py start`` when ``status`` does not say both
+are running (and stops them again at the end only then). Every run uses its own topic prefix,
+consumer groups and ClickHouse database (dropped at the end).
+
+* ``e2e_readings_per_s``: N readings of the default city (``normal_day``, seed 1; 5,000,000, or
+  50,000 with ``--quick``) are pre-encoded as frames, then produced with a batching kafka-python
+  producer (key = gateway id) while one ``citybrain worker`` and one ``citybrain sink`` run with
+  every derived output on (indicators, anomalies, risk, alerts, health). Time: first produce →
+  ``count() FINAL`` over the three readings tables equals N. The subprocesses are started and
+  their consumer groups are *Stable* before the clock starts.
+* ``raw_consumer_readings_per_s``: an aiokafka consumer (fresh group) reads the same readings
+  topics from the beginning and only decodes the frames (``models.frame.decode``): the transport
+  ceiling. Time: first fetched batch → last reading decoded.
+* ``naive_readings_per_s``: ``bench/naive_agent.py``, a Faust agent over a topic holding one
+  reading per message (the first readings of the same stream), rolling mean per sensor and metric
+  per event. The topic is filled before the agent starts; time: first event → last event (inside
+  the agent). Producing is *not* in this clock (it is in the e2e one), so the ratio is
+  conservative.
+* ``latency_p50_s``/``p95``/``p99``: a fresh worker + sink, frames produced at a steady 10,000
+  readings/s, each frame re-stamped with the wall-clock time at which it is sent. A poller asks
+  ClickHouse every ``POLL_S`` for ``max(seq)`` per sensor; a frame is visible when the last
+  reading of the frame is (a sink insert is one batch, so the frame's readings arrive together).
+  Latency = time of the first poll that sees it − produce time; resolution = poll interval plus
+  the query's duration (both reported). The first ``WARMUP_S`` seconds are not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+KAFKA = os.environ.get("CITYBRAIN_TEST_KAFKA", "127.0.0.1:39092")
+CLICKHOUSE = os.environ.get("CITYBRAIN_TEST_CLICKHOUSE", "127.0.0.1:39000")
+READINGS_TABLES = ("readings_traffic", "readings_environment", "readings_utility")
+LATENCY_RATE = 10_000.0  # readings/s
+POLL_S = 0.1
+WARMUP_S = float(os.environ.get("BENCH_PIPELINE_WARMUP_S", "5"))
+
+
+def _log(msg: str) -> None:
+    print(f"[bench pipeline] {msg}", file=sys.stderr, flush=True)
+
+
+def _services(action: str) -> str:
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "services.py"), action],
+                       check=True, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
+    return r.stdout
+
+
+# --- frames -------------------------------------------------------------------------------------
+
+
+def _frames(n: int) -> Iterator[Any]:
+    """Frames of the default city, in order, until ``n`` readings (the last frame is cut)."""
+    from config.city import load_city
+    from sensors_sim.engine import Simulator
+    from sensors_sim.scenario import load_scenario
+
+    city = load_city()
+    done = 0
+    sim = Simulator(city, load_scenario("normal_day"), seed=1, duration=30 * 86400.0)
+    for step in sim.steps():
+        for f in step:
+            yield f
+            done += len(f)
+            if done >= n:
+                return
+
+
+def _encoded(n: int) -> tuple[list[tuple[str, bytes, bytes]], int]:
+    """``(topic suffix, key, value)`` for the first ``n`` readings, and their exact count."""
+    from models.frame import encode
+
+    out, total = [], 0
+    for f in _frames(n):
+        out.append((f"readings.{f.domain}", f.gateway.encode(), encode(f)))
+        total += len(f)
+    return out, total
+
+
+def _single(n: int) -> list[tuple[bytes, bytes]]:
+    """One JSON reading per message (key = sensor id) for the naive agent."""
+    out: list[tuple[bytes, bytes]] = []
+    for f in _frames(n):
+        names = list(f.metrics)
+        cols = [f.metrics[m].tolist() for m in names]
+        for i, (sid, ts, seq) in enumerate(zip(f.sensor_id.tolist(), f.ts.tolist(),
+                                              f.seq.tolist(), strict=True)):
+            value = orjson.dumps({"sensor_id": sid, "ts": ts, "seq": seq,
+                                  "metrics": {m: c[i] for m, c in zip(names, cols, strict=True)}})
+            out.append((str(sid).encode(), value))
+            if len(out) >= n:
+                return out
+    return out
+
+
+def _producer(bootstrap: str, linger_ms: int = 20) -> Any:
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms, batch_size=512 << 10,
+                         max_request_size=1 << 20, acks=1)
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+class _Proc:
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        self._fh = open(self.log, "wb")  # noqa: SIM115
+        full = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
+        full.update(env)
+        self.proc = subprocess.Popen(cmd, env=full, cwd=ROOT, stdout=self._fh,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n"
+                               + self.log.read_text(errors="replace")[-3000:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._fh.close()
+
+
+def _wait_stable(bootstrap: str, groups: list[str], procs: list[_Proc], timeout: float) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            for p in procs:
+                p.check()
+            states = {g["group_id"]: g["group_state"] for g in admin.list_groups()
+                      if g["group_id"] in groups}
+            if all(states.get(g) == "Stable" for g in groups):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"consumer groups not stable after {timeout}s: {states}")
+            time.sleep(0.5)
+    finally:
+        admin.close()
+
+
+class _Pipeline:
+    """One topic prefix + database with a worker and a sink running on it."""
+
+    def __init__(self, log_dir: Path, tag: str) -> None:
+        from config.settings import load_settings
+        from store.schema import apply_schema
+        from store.server import ServerStore
+        from streams.topics import ensure_topics
+
+        self.prefix = f"bench{tag}{uuid.uuid4().hex[:8]}"
+        host, _, port = CLICKHOUSE.rpartition(":")
+        self.store = ServerStore(host=host, port=int(port), database=self.prefix)
+        apply_schema(self.store)
+        self.settings = load_settings(kafka_bootstrap=KAFKA, topic_prefix=self.prefix)
+        ensure_topics(self.settings)
+        env = {
+            "CITYBRAIN_KAFKA_BOOTSTRAP": KAFKA,
+            "CITYBRAIN_TOPIC_PREFIX": self.prefix,
+            "CITYBRAIN_GROUP_ID": f"{self.prefix}-worker",
+            "CITYBRAIN_SINK_GROUP_ID": f"{self.prefix}-sink",
+            "CITYBRAIN_STORE": "clickhouse",
+            "CITYBRAIN_CLICKHOUSE_URL": f"clickhouse://{host}:{port}/{self.prefix}",
+            "CITYBRAIN_WORKER_DATA_DIR": str(log_dir / f"{self.prefix}-data"),
+        }
+        cb = [sys.executable, "-m", "citybrain"]
+        self.procs = [_Proc(f"{self.prefix}-worker", [*cb, "worker"], env, log_dir),
+                      _Proc(f"{self.prefix}-sink", [*cb, "sink"], env, log_dir)]
+        try:
+            _wait_stable(KAFKA, [f"{self.prefix}-worker", f"{self.prefix}-sink"], self.procs, 120)
+        except BaseException:
+            self.close()
+            raise
+
+    def topic(self, suffix: str) -> str:
+        return str(self.settings.topic(suffix))
+
+    def count(self, final: bool) -> int:
+        f = " FINAL" if final else ""
+        return sum(int(self.store.query(f"SELECT count() AS n FROM {t}{f}")["n"][0])
+                   for t in READINGS_TABLES)
+
+    def derived(self) -> dict[str, int]:
+        out = {}
+        for t in ("indicators", "anomalies", "district_risk", "sensor_health", "alert_events"):
+            with contextlib.suppress(Exception):  # a table this schema may not have
+                out[t] = int(self.store.query(f"SELECT count() AS n FROM {t}")["n"][0])
+        return out
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.stop()
+        try:
+            self.store.command(f"DROP DATABASE IF EXISTS {self.prefix}")
+        finally:
+            self.store.close()
+
+
+# --- measurements -------------------------------------------------------------------------------
+
+
+def _e2e(log_dir: Path, msgs: list[tuple[str, bytes, bytes]], total: int,
+         timeout: float) -> tuple[float, dict[str, Any], str]:
+    pipe = _Pipeline(log_dir, "e")
+    try:
+        producer = _producer(KAFKA)
+        topics = {s: pipe.topic(s) for s in {m[0] for m in msgs}}
+        t0 = time.perf_counter()
+        for suffix, key, value in msgs:
+            producer.send(topics[suffix], key=key, value=value)
+        producer.flush()
+        produced_s = time.perf_counter() - t0
+        producer.close()
+        deadline = time.monotonic() + timeout
+        last = -1
+        while True:
+            for p in pipe.procs:
+                p.check()
+            n = pipe.count(final=False)
+            if n >= total and pipe.count(final=True) >= total:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {n}/{total} readings in ClickHouse after {timeout}s")
+            if n != last:
+                _log(f"e2e: {n}/{total} readings visible ({time.perf_counter() - t0:.1f} s)")
+                last = n
+            time.sleep(0.5)
+        elapsed = time.perf_counter() - t0
+        # the derived outputs lag a little behind the readings: let them settle for the record
+        time.sleep(3)
+        extra = {"produce_s": round(produced_s, 2), "seconds": round(elapsed, 2),
+                 "derived_rows": pipe.derived()}
+        return total / elapsed, extra, pipe.prefix
+    finally:
+        pipe.close()
+
+
+def _raw_consumer(prefix: str, total: int, timeout: float) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    from models.frame import decode
+
+    async def consume() -> float:
+        topics = [f"{prefix}.readings.{d}" for d in ("traffic", "environment", "utility")]
+        consumer = AIOKafkaConsumer(
+            *topics, bootstrap_servers=KAFKA, group_id=f"{prefix}-raw",
+            auto_offset_reset="earliest", enable_auto_commit=False,
+            max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+        await consumer.start()
+        n, t0 = 0, 0.0
+        deadline = time.monotonic() + timeout
+        try:
+            while n < total:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"raw consumer: {n}/{total} readings after {timeout}s")
+                batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+                for records in batch.values():
+                    if not t0:
+                        t0 = time.perf_counter()
+                    for r in records:
+                        n += len(decode(r.value))
+            return n / (time.perf_counter() - t0)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(consume())
+
+
+def _naive(log_dir: Path, msgs: list[tuple[bytes, bytes]], timeout: float) -> float:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    name = f"benchn{uuid.uuid4().hex[:8]}"
+    topic = f"{name}.readings"
+    admin = KafkaAdminClient(bootstrap_servers=KAFKA)
+    admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+    producer = _producer(KAFKA)
+    for key, value in msgs:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+    result = log_dir / f"{name}.json"
+    env = {"NAIVE_BOOTSTRAP": KAFKA, "NAIVE_TOPIC": topic, "NAIVE_GROUP": name,
+           "NAIVE_EXPECTED": str(len(msgs)), "NAIVE_RESULT": str(result),
+           "NAIVE_DATADIR": str(log_dir / f"{name}-data")}
+    proc = _Proc(name, [sys.executable, "-m", "bench.naive_agent"], env, log_dir)
+    try:
+        deadline = time.monotonic() + timeout
+        while not result.exists():
+            proc.check()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"naive agent did not finish in {timeout}s:\n"
+                                   + proc.log.read_text(errors="replace")[-3000:])
+            time.sleep(0.2)
+        time.sleep(0.1)
+        info = orjson.loads(result.read_bytes())
+        return float(info["readings"]) / max(float(info["seconds"]), 1e-9)
+    finally:
+        proc.stop()
+        with contextlib.suppress(Exception):  # best effort
+            admin.delete_topics([topic])
+        admin.close()
+
+
+def _latency(log_dir: Path, seconds: float) -> tuple[list[float], dict[str, Any]]:
+    import dataclasses
+
+    from models.frame import encode
+
+    frames = list(_frames(int(LATENCY_RATE * seconds)))
+    pipe = _Pipeline(log_dir, "l")
+    sent: list[tuple[str, int, float]] = []  # (sensor of the frame's last reading, seq, time)
+    lock = threading.Lock()
+    stop = threading.Event()
+    seen: dict[str, int] = {}
+    visible_at: dict[int, float] = {}
+    query_s: list[float] = []
+    error: list[BaseException] = []
+
+    def poll() -> None:
+        from clickhouse_driver import Client
+
+        host, _, port = CLICKHOUSE.rpartition(":")
+        client = Client(host=host, port=int(port), database=pipe.prefix)
+        union = " UNION ALL ".join(f"SELECT sensor_id, max(seq) AS s FROM {t} GROUP BY sensor_id"
+                                   for t in READINGS_TABLES)
+        pending: list[int] = []
+        checked = 0
+        try:
+            while not stop.is_set():
+                t = time.perf_counter()
+                rows = client.execute(union)
+                now = time.time()
+                query_s.append(time.perf_counter() - t)
+                for sid, s in rows:
+                    seen[sid] = int(s)
+                with lock:
+                    upto = len(sent)
+                pending.extend(range(checked, upto))
+                checked = upto
+                still = []
+                for i in pending:
+                    sid, seq, _ = sent[i]
+                    if seen.get(sid, -1) >= seq:
+                        visible_at[i] = now
+                    else:
+                        still.append(i)
+                pending = still
+                time.sleep(max(0.0, POLL_S - (time.perf_counter() - t)))
+        except BaseException as exc:
+            error.append(exc)
+        finally:
+            client.disconnect()
+
+    try:
+        producer = _producer(KAFKA, linger_ms=5)
+        topics = {d: pipe.topic(f"readings.{d}") for d in ("traffic", "environment", "utility")}
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        t0 = time.time()
+        done = 0
+        for f in frames:
+            due = t0 + done / LATENCY_RATE
+            pause = due - time.time()
+            if pause > 0:
+                time.sleep(pause)
+            now = time.time()
+            stamped = dataclasses.replace(f, ts=np.full(len(f), now))
+            producer.send(topics[f.domain], key=f.gateway.encode(), value=encode(stamped))
+            with lock:
+                sent.append((str(f.sensor_id[-1]), int(f.seq[-1]), now))
+            done += len(f)
+        producer.flush()
+        producer.close()
+        rate = done / (time.time() - t0)
+        deadline = time.monotonic() + 60
+        while len(visible_at) < len(sent) and time.monotonic() < deadline and not error:
+            for p in pipe.procs:
+                p.check()
+            time.sleep(0.2)
+        stop.set()
+        poller.join(10)
+        if error:
+            raise error[0]
+        lat = [visible_at[i] - sent[i][2] for i in range(len(sent))
+               if i in visible_at and sent[i][2] - t0 >= WARMUP_S]
+        missing = len(sent) - len(visible_at)
+        extra = {"produce_rate_readings_per_s": round(rate), "frames": len(sent),
+                 "frames_not_visible_in_60s": missing, "poll_interval_s": POLL_S,
+                 "poll_query_s_median": round(statistics.median(query_s), 4) if query_s else None,
+                 "warmup_s": WARMUP_S, "paced_s": seconds}
+        return lat, extra
+    finally:
+        stop.set()
+        pipe.close()
+
+
+def _line(name: str, values: list[float], runs: int, unit: str, digits: int = 0,
+          **extra: Any) -> dict[str, Any]:
+    def r(x: float) -> float:
+        return round(x, digits) if digits else round(x)
+
+    return {"name": name, "value": r(statistics.median(values)), "unit": unit, "runs": runs,
+            "min": r(min(values)), "max": r(max(values)), **extra}
+
+
+def run(runs: int = 3, quick: bool = False) -> Iterable[dict[str, Any]]:
+    runs = max(1, runs)
+    n = int(os.environ.get("BENCH_PIPELINE_READINGS", 50_000 if quick else 5_000_000))
+    n_naive = int(os.environ.get("BENCH_PIPELINE_NAIVE", 20_000 if quick else 200_000))
+    lat_s = float(os.environ.get("BENCH_PIPELINE_LATENCY_S", 10 if quick else 60))
+    status = _services("status")
+    started = "stopped" in status or "not running" in status
+    if started:
+        _log("starting the services")
+        _services("start")
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+            log_dir = Path(tmp)
+            _log(f"encoding {n} readings")
+            msgs, total = _encoded(n)
+            single = _single(n_naive)
+            e2e, raw, naive, ratio_n, ratio_r = [], [], [], [], []
+            e2e_extra: dict[str, Any] = {}
+            for i in range(runs):
+                _log(f"run {i + 1}/{runs}: end to end")
+                rate, e2e_extra, prefix = _e2e(log_dir, msgs, total, timeout=600 + n / 5000)
+                _log(f"run {i + 1}/{runs}: e2e {rate:.0f} readings/s; raw consumer")
+                raw_rate = _raw_consumer(prefix, total, timeout=300 + n / 10_000)
+                _log(f"run {i + 1}/{runs}: raw {raw_rate:.0f} readings/s; naive agent")
+                naive_rate = _naive(log_dir, single, timeout=300 + n_naive / 500)
+                _log(f"run {i + 1}/{runs}: naive {naive_rate:.0f} readings/s")
+                e2e.append(rate)
+                raw.append(raw_rate)
+                naive.append(naive_rate)
+                ratio_n.append(rate / naive_rate)
+                ratio_r.append(rate / raw_rate)
+            common: dict[str, Any] = {"readings": total, "city_sensors": 5000, "scenario": "normal_day",
+                      "kafka": KAFKA, "clickhouse": CLICKHOUSE}
+            yield _line("e2e_readings_per_s", e2e, runs, "readings/s", **common, **e2e_extra,
+                        method="first produce -> count() FINAL of readings_* == N; 1 worker + "
+                               "1 sink subprocess, all derived outputs on")
+            yield _line("naive_readings_per_s", naive, runs, "readings/s",
+                        readings=len(single),
+                        method="Faust agent (bench/naive_agent.py), 1 reading/message, "
+                               "rolling mean per event; first -> last event, topic pre-filled")
+            yield _line("raw_consumer_readings_per_s", raw, runs, "readings/s", **common,
+                        method="aiokafka consumer, decode frames only; first fetch -> last "
+                               "reading decoded")
+            yield _line("ratio_vs_naive", ratio_n, runs, "x", digits=2)
+            yield _line("ratio_vs_raw_consumer", ratio_r, runs, "x", digits=3)
+            lat: list[float] = []
+            lat_extra: dict[str, Any] = {}
+            for i in range(runs):
+                _log(f"run {i + 1}/{runs}: latency at {LATENCY_RATE:.0f} readings/s "
+                     f"for {lat_s:.0f} s")
+                got, lat_extra = _latency(log_dir, lat_s + WARMUP_S)
+                lat.extend(got)
+            method = ("frames re-stamped with wall-clock send time, paced at 10,000 readings/s; "
+                      f"poll max(seq) per sensor every {POLL_S}s; latency = first poll seeing "
+                      "the frame's last reading - send time; pooled over runs")
+            for q in (50, 95, 99):
+                v = float(np.percentile(lat, q)) if lat else float("nan")
+                yield {"name": f"latency_p{q}_s", "value": round(v, 3), "unit": "s",
+                       "runs": runs, "min": round(min(lat), 3) if lat else None,
+                       "max": round(max(lat), 3) if lat else None, "samples": len(lat),
+                       "method": method, **lat_extra}
+    finally:
+        if started:
+            _log("stopping the services this run started")
+            _services("stop")
