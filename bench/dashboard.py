@@ -10,8 +10,9 @@ chunks of the past stay cached, as they do in a running screen.
 
 Prints ``dashboard_refresh_p50_s`` and ``dashboard_refresh_p95_s`` (seconds), with the median
 time of each query as extra fields. A second pair, ``..._merged``, repeats the measurement after
-``OPTIMIZE ... FINAL`` has merged the day into one part per table: the raw tables are ordered by
-sensor, so a time window then reads the whole day (see docs/dashboard.md).
+``OPTIMIZE ... FINAL`` has merged the day into one part per table (the raw tables and the
+1-minute rollups the screen reads): tables ordered by sensor first then read the whole day for a
+time window (see docs/dashboard.md).
 """
 
 from __future__ import annotations

@@ -4,9 +4,15 @@ Every function takes the moment to look at, ``t`` (epoch seconds, event time): t
 passes the newest event time, time travel any past one. Windows end at ``t`` inclusive, so a
 view of the past never sees data that arrived for later event times.
 
-No ``FINAL`` on the readings: a redelivered frame may count twice until ReplacingMergeTree
-merges it away, which moves a window mean by a hair but costs a screen refresh several times
-over. The dimension tables are tiny: deduplicated by GROUP BY and joined with ``ALL`` (``ANY INNER``
+The per-sensor windows and the trends read the 1-minute rollups (``rollup_<domain>_sensor_1m``,
+and ``rollup_<domain>_district_1m`` for the city trends, which are ordered by district and time
+so a time range stays cheap once merged); windows are whole minute buckets (the minute holding
+``t`` and those before it, :func:`minute_window`), so a view of a past moment may include up to
+59 s after it. Only :func:`freshness` (newest arrival) and the one-sensor page read raw readings.
+
+No ``FINAL``: a redelivered frame may count twice (in the raw table until ReplacingMergeTree
+merges it away, in the rollups until ``citybrain maintain`` repairs the day), which moves a
+window mean by a hair but would cost a screen refresh several times over. The dimension tables are tiny: deduplicated by GROUP BY and joined with ``ALL`` (``ANY INNER``
 means different things on 18.16 and on 20+, where each right row joins at most once).
 """
 
