@@ -29,6 +29,7 @@ consumer groups and ClickHouse database (dropped at the end).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import signal
@@ -116,7 +117,22 @@ def _producer(bootstrap: str, linger_ms: int = 20) -> Any:
     from kafka import KafkaProducer
 
     return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms, batch_size=512 << 10,
-                         max_request_size=1 << 20, acks=1)
+                         max_request_size=1 << 20, acks=1, delivery_timeout_ms=1_800_000)
+
+
+def _produce_all(producer: Any, items: Iterable[tuple[str, bytes, bytes]],
+                 window: int = 20_000) -> None:
+    """Send everything, at most ``window`` un-acknowledged messages at a time (kafka-python 3
+    has no memory bound: an unbounded backlog would expire in the accumulator), and fail on
+    any delivery error (``future.get`` raises it)."""
+    pending: collections.deque[Any] = collections.deque()
+    for topic, key, value in items:
+        pending.append(producer.send(topic, key=key, value=value))
+        if len(pending) > window:
+            pending.popleft().get(timeout=600)
+    producer.flush()
+    for f in pending:
+        f.get(timeout=600)
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -235,13 +251,11 @@ def _e2e(log_dir: Path, msgs: list[tuple[str, bytes, bytes]], total: int,
         producer = _producer(KAFKA)
         topics = {s: pipe.topic(s) for s in {m[0] for m in msgs}}
         t0 = time.perf_counter()
-        for suffix, key, value in msgs:
-            producer.send(topics[suffix], key=key, value=value)
-        producer.flush()
+        _produce_all(producer, ((topics[t], k, v) for t, k, v in msgs))
         produced_s = time.perf_counter() - t0
         producer.close()
         deadline = time.monotonic() + timeout
-        last = -1
+        last, last_change = -1, time.monotonic()
         while True:
             for p in pipe.procs:
                 p.check()
@@ -250,7 +264,10 @@ def _e2e(log_dir: Path, msgs: list[tuple[str, bytes, bytes]], total: int,
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {n}/{total} readings in ClickHouse after {timeout}s")
+            if time.monotonic() - last_change > 90:
+                raise RuntimeError(f"stuck at {n}/{total} readings in ClickHouse for 90 s")
             if n != last:
+                last_change = time.monotonic()
                 _log(f"e2e: {n}/{total} readings visible ({time.perf_counter() - t0:.1f} s)")
                 last = n
             time.sleep(0.5)
@@ -303,9 +320,7 @@ def _naive(log_dir: Path, msgs: list[tuple[bytes, bytes]], timeout: float) -> fl
     admin = KafkaAdminClient(bootstrap_servers=KAFKA)
     admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
     producer = _producer(KAFKA)
-    for key, value in msgs:
-        producer.send(topic, key=key, value=value)
-    producer.flush()
+    _produce_all(producer, ((topic, k, v) for k, v in msgs))
     producer.close()
     result = log_dir / f"{name}.json"
     env = {"NAIVE_BOOTSTRAP": KAFKA, "NAIVE_TOPIC": topic, "NAIVE_GROUP": name,
@@ -387,6 +402,7 @@ def _latency(log_dir: Path, seconds: float) -> tuple[list[float], dict[str, Any]
         poller.start()
         t0 = time.time()
         done = 0
+        futures: list[Any] = []
         for f in frames:
             due = t0 + done / LATENCY_RATE
             pause = due - time.time()
@@ -394,11 +410,14 @@ def _latency(log_dir: Path, seconds: float) -> tuple[list[float], dict[str, Any]
                 time.sleep(pause)
             now = time.time()
             stamped = dataclasses.replace(f, ts=np.full(len(f), now))
-            producer.send(topics[f.domain], key=f.gateway.encode(), value=encode(stamped))
+            futures.append(producer.send(topics[f.domain], key=f.gateway.encode(),
+                                         value=encode(stamped)))
             with lock:
                 sent.append((str(f.sensor_id[-1]), int(f.seq[-1]), now))
             done += len(f)
         producer.flush()
+        for fut in futures:
+            fut.get(timeout=60)
         producer.close()
         rate = done / (time.time() - t0)
         deadline = time.monotonic() + 60
@@ -484,6 +503,8 @@ def run(runs: int = 3, quick: bool = False) -> Iterable[dict[str, Any]]:
                      f"for {lat_s:.0f} s")
                 got, lat_extra = _latency(log_dir, lat_s + WARMUP_S)
                 lat.extend(got)
+            if not lat:
+                raise RuntimeError(f"no frame became visible in ClickHouse: {lat_extra}")
             method = ("frames re-stamped with wall-clock send time, paced at 10,000 readings/s; "
                       f"poll max(seq) per sensor every {POLL_S}s; latency = first poll seeing "
                       "the frame's last reading - send time; pooled over runs")
