@@ -61,8 +61,10 @@ def _log(msg: str) -> None:
 
 
 def _services(action: str) -> str:
+    # ``status`` exits 1 when a service is stopped: only start/stop must succeed
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "services.py"), action],
-                       check=True, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
+                       check=action != "status", stdout=subprocess.PIPE, stderr=sys.stderr,
+                       text=True)
     return r.stdout
 
 
@@ -157,7 +159,7 @@ class _Proc:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
@@ -244,9 +246,11 @@ class _Pipeline:
 # --- measurements -------------------------------------------------------------------------------
 
 
-def _e2e(log_dir: Path, msgs: list[tuple[str, bytes, bytes]], total: int,
-         timeout: float) -> tuple[float, dict[str, Any], str]:
+def _e2e(log_dir: Path, msgs: list[tuple[str, bytes, bytes]], total: int, timeout: float,
+         keep: list[_Pipeline] | None = None) -> tuple[float, dict[str, Any], str]:
+    """Throughput; with ``keep`` the running pipeline is appended to it instead of closed."""
     pipe = _Pipeline(log_dir, "e")
+    ok = False
     try:
         producer = _producer(KAFKA)
         topics = {s: pipe.topic(s) for s in {m[0] for m in msgs}}
@@ -276,9 +280,13 @@ def _e2e(log_dir: Path, msgs: list[tuple[str, bytes, bytes]], total: int,
         time.sleep(3)
         extra = {"produce_s": round(produced_s, 2), "seconds": round(elapsed, 2),
                  "derived_rows": pipe.derived()}
+        ok = True
         return total / elapsed, extra, pipe.prefix
     finally:
-        pipe.close()
+        if ok and keep is not None:
+            keep.append(pipe)
+        else:
+            pipe.close()
 
 
 def _raw_consumer(prefix: str, total: int, timeout: float) -> float:
@@ -345,13 +353,15 @@ def _naive(log_dir: Path, msgs: list[tuple[bytes, bytes]], timeout: float) -> fl
         admin.close()
 
 
-def _latency(log_dir: Path, seconds: float) -> tuple[list[float], dict[str, Any]]:
+def _latency(log_dir: Path, seconds: float,
+             pipe: _Pipeline | None = None) -> tuple[list[float], dict[str, Any]]:
+    """Latency samples; on ``pipe`` (then closed) or on a fresh worker + sink."""
     import dataclasses
 
     from models.frame import encode
 
     frames = list(_frames(int(LATENCY_RATE * seconds)))
-    pipe = _Pipeline(log_dir, "l")
+    pipe = pipe or _Pipeline(log_dir, "l")
     sent: list[tuple[str, int, float]] = []  # (sensor of the frame's last reading, seq, time)
     lock = threading.Lock()
     stop = threading.Event()
@@ -458,6 +468,8 @@ def run(runs: int = 3, quick: bool = False) -> Iterable[dict[str, Any]]:
     lat_s = float(os.environ.get("BENCH_PIPELINE_LATENCY_S", 10 if quick else 60))
     status = _services("status")
     started = "stopped" in status or "not running" in status
+    # --quick: the latency phase reuses the e2e worker + sink (saves two start-ups)
+    warm: list[_Pipeline] = []
     if started:
         _log("starting the services")
         _services("start")
@@ -471,7 +483,8 @@ def run(runs: int = 3, quick: bool = False) -> Iterable[dict[str, Any]]:
             e2e_extra: dict[str, Any] = {}
             for i in range(runs):
                 _log(f"run {i + 1}/{runs}: end to end")
-                rate, e2e_extra, prefix = _e2e(log_dir, msgs, total, timeout=600 + n / 5000)
+                rate, e2e_extra, prefix = _e2e(log_dir, msgs, total, timeout=600 + n / 5000,
+                                               keep=warm if quick else None)
                 _log(f"run {i + 1}/{runs}: e2e {rate:.0f} readings/s; raw consumer")
                 raw_rate = _raw_consumer(prefix, total, timeout=300 + n / 10_000)
                 _log(f"run {i + 1}/{runs}: raw {raw_rate:.0f} readings/s; naive agent")
@@ -501,7 +514,8 @@ def run(runs: int = 3, quick: bool = False) -> Iterable[dict[str, Any]]:
             for i in range(runs):
                 _log(f"run {i + 1}/{runs}: latency at {LATENCY_RATE:.0f} readings/s "
                      f"for {lat_s:.0f} s")
-                got, lat_extra = _latency(log_dir, lat_s + WARMUP_S)
+                got, lat_extra = _latency(log_dir, lat_s + WARMUP_S,
+                                          warm.pop(0) if warm else None)
                 lat.extend(got)
             if not lat:
                 raise RuntimeError(f"no frame became visible in ClickHouse: {lat_extra}")
@@ -515,6 +529,8 @@ def run(runs: int = 3, quick: bool = False) -> Iterable[dict[str, Any]]:
                        "max": round(max(lat), 3) if lat else None, "samples": len(lat),
                        "method": method, **lat_extra}
     finally:
+        for pipe in warm:
+            pipe.close()
         if started:
             _log("stopping the services this run started")
             _services("stop")
