@@ -360,7 +360,7 @@ def evaluate(
     }
     for name, events in run["alerts"].items():
         opened = [e for e in events if e["event"] == "opened"]
-        sysrep = {
+        sysrep: dict[str, Any] = {
             "incidents": score_alerts(
                 opened,
                 labels,
@@ -369,6 +369,17 @@ def evaluate(
                 slack_s=slack_s,
             )
         }
+        # the opened alerts themselves, for looking into false alarms and delays
+        sysrep["opened"] = [
+            {
+                "ts": e["ts"],
+                "district": e["district"],
+                "type": e["type"],
+                "peak": e["peak"],
+                "sensors": e["sensors"][:5],
+            }
+            for e in opened
+        ]
         if name == "citybrain":
             sysrep["faults"] = score_faults(run["detections"], labels, table, slack_s=slack_s)
         report["systems"][name] = sysrep
