@@ -72,8 +72,9 @@ def _services(action: str) -> str:
 # --- frames -------------------------------------------------------------------------------------
 
 
-def _frames(n: int) -> Iterator[Any]:
-    """Frames of the default city, in order, until ``n`` readings (the last frame is cut)."""
+def _frames(n: int, skip: int = 0) -> Iterator[Any]:
+    """Frames of the default city, in order, after the first ``skip`` readings, until ``n``
+    more readings (whole frames)."""
     from config.city import load_city
     from sensors_sim.engine import Simulator
     from sensors_sim.scenario import load_scenario
@@ -81,8 +82,12 @@ def _frames(n: int) -> Iterator[Any]:
     city = load_city()
     done = 0
     sim = Simulator(city, load_scenario("normal_day"), seed=1, duration=30 * 86400.0)
+    skipped = 0
     for step in sim.steps():
         for f in step:
+            if skipped < skip:
+                skipped += len(f)
+                continue
             yield f
             done += len(f)
             if done >= n:
@@ -366,14 +371,15 @@ def _naive(log_dir: Path, msgs: list[tuple[bytes, bytes]], timeout: float) -> fl
         admin.close()
 
 
-def _latency(log_dir: Path, seconds: float,
-             pipe: _Pipeline | None = None) -> tuple[list[float], dict[str, Any]]:
+def _latency(log_dir: Path, seconds: float, pipe: _Pipeline | None = None,
+             skip: int = 0) -> tuple[list[float], dict[str, Any]]:
     """Latency samples; on ``pipe`` (then closed) or on a fresh worker + sink."""
     import dataclasses
 
     from models.frame import encode
 
-    frames = list(_frames(int(LATENCY_RATE * seconds)))
+    # the continuation of the stream already replayed into ``pipe`` (``skip`` readings): new seqs
+    frames = list(_frames(int(LATENCY_RATE * seconds), skip=skip))
     pipe = pipe or _Pipeline(log_dir, "l")
     sent: list[tuple[str, int, float]] = []  # (sensor of the frame's last reading, seq, time)
     lock = threading.Lock()
@@ -502,7 +508,7 @@ def run(runs: int = 3, quick: bool = False) -> Iterable[dict[str, Any]]:
                                                keep=warm)
                 _log(f"run {i + 1}/{runs}: e2e {rate:.0f} readings/s; latency at "
                      f"{LATENCY_RATE:.0f} readings/s for {lat_s:.0f} s")
-                got, lat_extra = _latency(log_dir, lat_s + WARMUP_S, warm.pop(0))
+                got, lat_extra = _latency(log_dir, lat_s + WARMUP_S, warm.pop(0), skip=total)
                 lat.extend(got)
                 _log(f"run {i + 1}/{runs}: {len(got)} latency samples; raw consumer")
                 raw_rate = _raw_consumer(prefix, total, timeout=300 + n / 10_000)
