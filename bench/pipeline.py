@@ -381,6 +381,7 @@ def _latency(log_dir: Path, seconds: float, pipe: _Pipeline | None = None,
     # the continuation of the stream already replayed into ``pipe`` (``skip`` readings): new seqs
     frames = list(_frames(int(LATENCY_RATE * seconds), skip=skip))
     pipe = pipe or _Pipeline(log_dir, "l")
+    since = int(time.time()) - 2
     sent: list[tuple[str, int, float]] = []  # (sensor of the frame's last reading, seq, time)
     lock = threading.Lock()
     stop = threading.Event()
@@ -394,7 +395,9 @@ def _latency(log_dir: Path, seconds: float, pipe: _Pipeline | None = None,
 
         host, _, port = CLICKHOUSE.rpartition(":")
         client = Client(host=host, port=int(port), database=pipe.prefix)
-        union = " UNION ALL ".join(f"SELECT sensor_id, max(seq) AS s FROM {t} GROUP BY sensor_id"
+        # only this phase's rows (stamped with wall-clock time; the replay is in the past)
+        union = " UNION ALL ".join(f"SELECT sensor_id, max(seq) AS s FROM {t} "
+                                   f"WHERE ts >= toDateTime({since}) GROUP BY sensor_id"
                                    for t in READINGS_TABLES)
         pending: list[int] = []
         checked = 0
