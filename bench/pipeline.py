@@ -180,6 +180,7 @@ def _wait_stable(bootstrap: str, groups: list[str], procs: list[_Proc], timeout:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     deadline = time.monotonic() + timeout
     want = {(t, i) for t in need for i in range(partitions)}
+    since: float | None = None
     try:
         while True:
             for p in procs:
@@ -192,7 +193,13 @@ def _wait_stable(bootstrap: str, groups: list[str], procs: list[_Proc], timeout:
                         for a in (m.get("member_assignment") or {}).get("assigned_partitions", [])
                         for part in a["partitions"]}
                 ok = ok and d.get("group_state") == "Stable" and want <= held
-            if ok:
+            # kafka-python's sink re-joins once after its first assignment (metadata update):
+            # ready = stable and fully assigned for 4 s in a row
+            if not ok:
+                since = None
+            elif since is None:
+                since = time.monotonic()
+            elif time.monotonic() - since >= 4:
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"consumer groups not ready after {timeout}s: {info}")
