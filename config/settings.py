@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     sink_batch_rows: int = Field(20000, ge=1, le=10_000_000)
     sink_flush_s: float = Field(1.0, gt=0, le=600)
     sink_group_id: str = "citybrain-sink"
+    sink_rejoin_after_s: float = Field(
+        30.0, ge=0, le=3600,
+        description="rejoin the group after this long without partitions; 0 = never",
+    )
     max_frame_bytes: int = Field(4_000_000, ge=1024)
     worker_models: bool = Field(True, description="run the model stack in the worker")
     worker_multivariate: bool | None = Field(

@@ -211,6 +211,7 @@ class Sink:
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; flush and commit on the way out."""
         self.consumer = consumer = self._consumer()
+        self._assigned_at = self.clock()
         backoff, retry_at, stalled = 0.5, 0.0, False
         try:
             while not stop.is_set():
@@ -221,6 +222,7 @@ class Sink:
                         continue
                 else:
                     self._ingest(consumer.poll(timeout_ms=200))
+                    consumer = self._watchdog(consumer)
                     if not self._due():
                         continue
                 try:
@@ -248,6 +250,33 @@ class Sink:
                     log.warning("final flush failed (%s); messages will be redelivered", exc)
         finally:
             consumer.close(autocommit=False)
+
+    def _watchdog(self, consumer: KafkaConsumer) -> KafkaConsumer:
+        """Rejoin when the group has left us without partitions for too long.
+
+        kafka-python 3.0 sometimes rejoins its group right after the first assignment and never
+        completes that rebalance: the consumer then holds no partitions and consumes nothing.
+        After ``sink_rejoin_after_s`` without an assignment the sink stores what it holds and
+        starts a fresh consumer. (With more sinks than partitions an idle sink is normal:
+        set ``CITYBRAIN_SINK_REJOIN_AFTER_S=0`` to turn this off.)
+        """
+        limit = self.settings.sink_rejoin_after_s
+        now = self.clock()
+        if consumer.assignment() or limit <= 0:
+            self._assigned_at = now
+            return consumer
+        if now - self._assigned_at < limit:
+            return consumer
+        log.warning("sink: no partitions assigned for %.0fs; rejoining the group", limit)
+        if self.buffer.rows:
+            try:
+                self._flush(commit=False)  # the next owner re-reads; tables de-duplicate
+            except StoreError:
+                return consumer  # the store is down: the main loop's backoff handles it
+        consumer.close(autocommit=False)
+        self.consumer = consumer = self._consumer()
+        self._assigned_at = self.clock()
+        return consumer
 
     def _ingest(self, batch: dict) -> None:
         now = self.clock()
