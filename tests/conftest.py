@@ -7,6 +7,7 @@ service that does not answer is a test *failure*, never a skip. Run outside it (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -62,9 +63,30 @@ def _need(hostport: str, what: str) -> None:
     pytest.skip(msg + "; run the tests with scripts/test.sh")
 
 
+def _coordinator_ready(bootstrap: str, timeout_s: float = 90.0) -> None:
+    """A freshly started broker answers before its group coordinator is ready (the offsets
+    topic is still being created); wait until a consumer group can be looked up."""
+    from kafka import KafkaAdminClient
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+            try:
+                admin.list_group_offsets("citybrain-test-probe")
+                return
+            finally:
+                admin.close()
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                pytest.fail(f"Kafka at {bootstrap}: group coordinator not ready: {exc}")
+            time.sleep(1)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     _need(KAFKA, "Apache Kafka")
+    _coordinator_ready(KAFKA)
     return KAFKA
 
 
@@ -94,8 +116,12 @@ def server_store(clickhouse_hostport: str, unique: str) -> Iterator:
     store = ServerStore(host=host, port=int(port), database=unique)
     apply_schema(store)
     yield store
-    store.command(f"DROP DATABASE IF EXISTS {unique}")
-    store.close()
+    # a server thread of the test may still hold this connection: drop through a fresh one
+    with contextlib.suppress(Exception):
+        store.close()
+    cleanup = ServerStore(host=host, port=int(port), database=unique)
+    cleanup.command(f"DROP DATABASE IF EXISTS {unique}")
+    cleanup.close()
 
 
 @pytest.fixture()

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
+import pytest
 from selenium.webdriver.common.by import By
 
 from tests.conftest import ARTIFACTS
@@ -119,6 +120,9 @@ def test_drill_down_district_then_sensor(browser: Any, served: Served) -> None:
              what="back on the overview")
 
 
+# the alert feed re-renders on every refresh; a click can land on the element just replaced
+# (StaleElementReferenceException): retry the whole test rather than hide the check
+@pytest.mark.flaky(reruns=2)
 def test_acknowledge_persists_across_reload(browser: Any, served: Served) -> None:
     _load_overview(browser, served)
     button = wait_for(browser, lambda: browser.find_elements(By.CSS_SELECTOR, ".ack-btn"),
