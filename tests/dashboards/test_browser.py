@@ -16,6 +16,11 @@ from selenium.webdriver.common.by import By
 from tests.conftest import ARTIFACTS
 from tests.dashboards.conftest import Served, text_of, wait_for
 
+# The screen re-renders on every refresh, so a click can land on an element that was just
+# replaced (StaleElementReferenceException) on a loaded machine: a failed browser test is run
+# again, up to twice, from the start, rather than weakening what it checks.
+pytestmark = pytest.mark.flaky(reruns=2)
+
 
 def _load_overview(browser: Any, served: Served) -> None:
     browser.get(served.url + "/")
@@ -120,9 +125,6 @@ def test_drill_down_district_then_sensor(browser: Any, served: Served) -> None:
              what="back on the overview")
 
 
-# the alert feed re-renders on every refresh; a click can land on the element just replaced
-# (StaleElementReferenceException): retry the whole test rather than hide the check
-@pytest.mark.flaky(reruns=2)
 def test_acknowledge_persists_across_reload(browser: Any, served: Served) -> None:
     _load_overview(browser, served)
     button = wait_for(browser, lambda: browser.find_elements(By.CSS_SELECTOR, ".ack-btn"),
