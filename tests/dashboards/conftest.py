@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ARTIFACTS, free_port
+from tests.conftest import ARTIFACTS, REQUIRED, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -101,7 +101,10 @@ def chrome_options() -> Any:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
-        pytest.skip("Debian's chromium and chromium-driver are not installed")
+        msg = "Debian's chromium and chromium-driver are not installed"
+        if REQUIRED:  # under scripts/test.sh a missing browser is a failure, never a skip
+            pytest.fail(msg + " although scripts/install.sh --test should have installed them")
+        pytest.skip(msg)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
