@@ -50,7 +50,10 @@ class GatewayWindows:
         """Count readings; returns the boolean mask of *late* readings (not counted)."""
         step = self.step_s
         if self.closed_until is None and len(ts):
-            self.closed_until = int(np.floor(ts.min() / step) * step)
+            # Start the closed range one lateness before the first batch: a gateway whose first
+            # delivered frame is not its oldest (reordering, parallel producers) must still
+            # count the older readings that are within the allowed lateness.
+            self.closed_until = int(np.floor((ts.min() - self.lateness_s) / step) * step)
         late = ts < (self.closed_until if self.closed_until is not None else -np.inf)
         ok = ~late
         if ok.any():
