@@ -92,6 +92,16 @@ def _rollup(domain: str, entity: str, grain: str) -> TableDoc:
     )
 
 
+def _dash(domain: str) -> TableDoc:
+    cols = _rollup(domain, "sensor", "1m").columns
+    return TableDoc(
+        f"{domain} readings summed per sensor and minute, ordered by time first for the "
+        f"operations screen (SummingMergeTree, kept by the view mv_dash_{domain}_sensor_1m; the "
+        f"same sums as rollup_{domain}_sensor_1m); query with sum() and GROUP BY",
+        dict(cols),
+    )
+
+
 TABLES: dict[str, TableDoc] = {
     **{f"readings_{d}": _raw(d) for d in DOMAIN_METRICS},
     "indicators": TableDoc(
@@ -230,6 +240,7 @@ TABLES: dict[str, TableDoc] = {
         f"rollup_{d}_{e}_{g}": _rollup(d, e, g)
         for d in DOMAIN_METRICS for e in ("sensor", "district") for g in ("1m", "1h")
     },
+    **{f"dash_{d}_sensor_1m": _dash(d) for d in DOMAIN_METRICS},
 }
 
 #: views (no comments on 18.16): name -> description
@@ -238,6 +249,8 @@ VIEWS: dict[str, str] = {
     "times (1970-01-01 when not yet), peak and sensors",
     **{f"mv_rollup_{d}_{e}_{g}": f"materialized view feeding rollup_{d}_{e}_{g}"
        for d in DOMAIN_METRICS for e in ("sensor", "district") for g in ("1m", "1h")},
+    **{f"mv_dash_{d}_sensor_1m": f"materialized view feeding dash_{d}_sensor_1m"
+       for d in DOMAIN_METRICS},
 }
 
 

@@ -4,11 +4,14 @@ Every function takes the moment to look at, ``t`` (epoch seconds, event time): t
 passes the newest event time, time travel any past one. Windows end at ``t`` inclusive, so a
 view of the past never sees data that arrived for later event times.
 
-The per-sensor windows and the trends read the 1-minute rollups (``rollup_<domain>_sensor_1m``,
-and ``rollup_<domain>_district_1m`` for the city trends, which are ordered by district and time
-so a time range stays cheap once merged); windows are whole minute buckets (the minute holding
-``t`` and those before it, :func:`minute_window`), so a view of a past moment may include up to
-59 s after it. Only :func:`freshness` (newest arrival) and the one-sensor page read raw readings.
+The per-sensor windows and the congestion trend read the screen's minute tables
+(``dash_<domain>_sensor_1m``, config/ddl/005: the sums of ``rollup_<domain>_sensor_1m`` ordered
+by time first, so a window of minutes reads only those minutes' rows, :data:`SENSOR_MINUTES`);
+the city trends read ``rollup_<domain>_district_1m`` (ordered by district and time, so a time
+range stays cheap once merged), one district's or sensor's trends ``rollup_<domain>_sensor_1m``.
+Windows are whole minute buckets (the minute holding ``t`` and those before it,
+:func:`minute_window`), so a view of a past moment may include up to 59 s after it. Only
+:func:`freshness` (newest arrival) and the one-sensor page read raw readings.
 
 No ``FINAL``: a redelivered frame may count twice (in the raw table until ReplacingMergeTree
 merges it away, in the rollups until ``citybrain maintain`` repairs the day), which moves a
@@ -27,6 +30,16 @@ from store.base import Store
 
 #: sensor ids, district ids, alert ids, user names: what may be pasted into SQL literals
 _SAFE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+
+
+#: the per-sensor minute table the windows and the congestion trend read, by domain; the
+#: screen's time-first tables (``rollup_{domain}_sensor_1m`` holds the same sums, ordered by
+#: sensor first: ``citybrain bench dashboard`` measures it as the baseline)
+SENSOR_MINUTES = "dash_{domain}_sensor_1m"
+
+
+def sensor_minutes(domain: str) -> str:
+    return SENSOR_MINUTES.format(domain=domain)
 
 
 def lit(value: str) -> str:
@@ -84,7 +97,7 @@ def data_span(store: Store) -> tuple[int, int]:
 
 
 # --- per-sensor windows -------------------------------------------------------------------------
-# The windows and trends read the 1-minute rollups (config/ddl/004_rollups.sql), not the raw
+# The windows read the per-sensor minute sums (:func:`sensor_minutes`), not the raw
 # readings: a mean is sum(x_sum) / sum(x_count) over whole minutes. A window of ``window_s``
 # ending at ``t`` is the minute holding ``t`` and the whole minutes before it
 # (``window_s / 60`` minute buckets; see :func:`minute_window`). ``last`` is the end of the
@@ -130,7 +143,7 @@ def _window(store: Store, domain: str, cols: tuple[str, ...], t: int,
         f"""
         SELECT sensor_id, {_means(cols)}, sum(readings) AS n,
                least(toUInt32(max(ts)) + 59, {int(t)}) AS last
-        FROM rollup_{domain}_sensor_1m
+        FROM {sensor_minutes(domain)}
         WHERE {_mwhere(t, window_s)}
         GROUP BY sensor_id
         HAVING n > 0
@@ -161,12 +174,12 @@ def _ci_expr() -> str:
 
 
 def _loop_means(where: str, *, by_minute: bool = False) -> str:
-    """Per loop (and minute) means from the 1-minute rollup, flowing loops only."""
+    """Per loop (and minute) means from the minute sums, flowing loops only."""
     minute = "ts, " if by_minute else ""
     return f"""
         (SELECT {minute}sensor_id, sum(flow_vph_sum) / sum(flow_vph_count) AS flow_vph,
                 sum(speed_kmh_sum) / sum(speed_kmh_count) AS speed_kmh
-         FROM rollup_traffic_sensor_1m WHERE {where}
+         FROM {sensor_minutes("traffic")} WHERE {where}
          GROUP BY {minute}sensor_id
          HAVING sum(speed_kmh_count) > 0 AND flow_vph > 0) AS r
     """
