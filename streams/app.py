@@ -139,24 +139,47 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         for name in ("indicators", "anomalies", "risk", "alerts", "deadletter")
     }
     lock = asyncio.Lock()
-    pending: list[Any] = []
+    pending: list[Any] = []  # events processed since the last checkpoint (not acked yet)
+    sent: list[Any] = []  # delivery futures of the outputs sent since the last checkpoint
     ctx: dict[str, Any] = {"stream": None, "last_checkpoint": time.monotonic(), "city": False}
     offsets: dict[tuple[str, int], int] = {}
 
+    def put_state(key: bytes, value: bytes) -> Any:
+        """``state[key] = value``, returning the changelog message's delivery future.
+
+        ``Table.__setitem__`` hands the changelog message to Faust's producer buffer
+        (``send_soon``) and drops the future; ``Producer.flush()``, which Faust awaits before
+        committing offsets, does not drain that buffer (``ProducerBuffer.flush`` only acts
+        above 100 queued messages, and then only down to 100). So offsets could be committed
+        while the state that includes them was still queued in memory: after a SIGKILL the
+        restarted worker restored an older state than its committed offsets (readings lost from
+        its windows, re-emitted windows that differ). Here the future is kept and awaited before
+        any event is acked.
+        """
+        fut = state.send_changelog(state.partition_for_key(key), key, value)
+        state.data[key] = value  # the local copy, as __setitem__ would (without sending again)
+        return fut
+
     async def checkpoint() -> None:
-        """Write the changed gateways' state, then ack what that state includes."""
+        """Write the changed gateways' state, wait until Kafka holds it and every output sent
+        before, then ack the events that state includes."""
         t0 = time.perf_counter()
         dirty = sorted(processor.dirty)
         kinds_done: set[str] = set()
+        futs = []
         for gw in dirty:
             kind = processor.city.gateway_index[gw].kind
-            state[gw.encode()] = processor.snapshot_gateway(gw, shared=kind not in kinds_done)
+            futs.append(put_state(gw.encode(),
+                                  processor.snapshot_gateway(gw, shared=kind not in kinds_done)))
             kinds_done.add(kind)
         if dirty:
-            state[CITY_KEY] = processor.snapshot_city()
+            futs.append(put_state(CITY_KEY, processor.snapshot_city()))
         processor.dirty.clear()
-        stream = ctx["stream"]
         events, pending[:] = list(pending), []
+        outs, sent[:] = list(sent), []
+        # raises if a send failed: the worker crashes without acking (the events come again)
+        await asyncio.gather(*outs, *futs)
+        stream = ctx["stream"]
         for e in events:
             await stream.ack(e)
         ctx["last_checkpoint"] = time.monotonic()
@@ -164,6 +187,24 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             metrics.checkpoints.labels("worker").inc()
             log.debug("checkpoint: %d gateways, %d events, %.3fs",
                       len(dirty), len(events), time.perf_counter() - t0)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types the result oddly
+    async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        """Partitions that go to another worker: drop their un-acked events (never ack them:
+        the next owner processes them from the last committed offset) and forget the in-memory
+        state of their gateways, so that if they come back here it is restored from the table
+        (the next owner may have moved it on meanwhile)."""
+        revoked = args[0] if args else kwargs.get("revoked", ())
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        async with lock:
+            keep = [e for e in pending if (e.message.topic, e.message.partition) not in gone]
+            dropped = len(pending) - len(keep)
+            pending[:] = keep
+            gateways = processor.gateways_of(gone)
+            processor.forget(gateways)
+        if gone:
+            log.info("partitions revoked: %d; forgot %d gateways, %d un-acked events",
+                     len(gone), len(gateways), dropped)
 
     @app.agent(readings, name="readings")
     async def process(stream: faust.StreamT) -> None:
@@ -179,6 +220,13 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
                         processor.restore_city(blob)
                         log.info("restored the city state (%d bytes)", len(blob))
                 t0 = time.perf_counter()
+                # Events fetched before a rebalance (they wait in noack_take's buffer, which
+                # Faust does not clear): another worker may own them now, or, if the partition
+                # came back here, Faust fetches them again from the committed offset, in order.
+                assigned = app.consumer.assignment()
+                generation = app.consumer_generation_id
+                events = [e for e in events if e.message.tp in assigned
+                          and e.message.generation_id in (None, generation)]
                 msgs = [
                     Message(
                         e.message.topic, e.message.partition, e.message.offset,
@@ -190,7 +238,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
                 for name, items in out.by_topic():
                     topic = outputs[name]
                     for key, value in items:
-                        await topic.send(key=key, value=value)
+                        sent.append(await topic.send(key=key, value=value))
                     if items:
                         metrics.messages_out.labels("worker", name).inc(len(items))
                 pending.extend(events)

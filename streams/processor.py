@@ -179,6 +179,11 @@ class Processor:
         self.next_tick: float | None = None
         self.reported_quality: np.ndarray | None = None
         self.dirty: set[str] = set()  # gateways changed since the last snapshot
+        #: per gateway, the offset of the last input message its state includes, by
+        #: ``"topic:partition"``. Saved in the gateway's snapshot (one changelog message), so a
+        #: restored state knows exactly which redelivered messages it already holds.
+        self.positions: dict[str, dict[str, int]] = {}
+        self.skipped = 0  # redelivered messages the restored state already included
         #: called with a gateway id the first time it is seen; returns its saved state or None
         self.restore_hook: Callable[[str], bytes | None] | None = None
         if models is not None:
@@ -214,7 +219,11 @@ class Processor:
         every gateway of a kind at one moment): a snapshot round writes it with one gateway per
         kind only, which keeps a round ~10× smaller.
         """
-        body: dict[str, Any] = {"v": 1, "windows": self._gateway_windows(gateway).snapshot()}
+        body: dict[str, Any] = {
+            "v": 1,
+            "windows": self._gateway_windows(gateway).snapshot(),
+            "pos": self.positions.get(gateway, {}),
+        }
         if self.models is not None:
             snap = self.models.snapshot(self.models.table.gateway_sensors(gateway))
             if not shared:
@@ -229,6 +238,7 @@ class Processor:
     def restore_gateway(self, gateway: str, blob: bytes) -> None:
         body = orjson.loads(zlib.decompress(blob))
         self._gateway_windows(gateway).restore(body["windows"])
+        self.positions[gateway] = {str(k): int(v) for k, v in body.get("pos", {}).items()}
         if self.models is not None and "models" in body:
             self.models.restore(body["models"])
 
@@ -243,6 +253,19 @@ class Processor:
             assert self.reported_quality is not None
             body["quality"] = self.reported_quality
         return zlib.compress(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), 1)
+
+    def forget(self, gateways: Iterable[str]) -> None:
+        """Drop the in-memory windows of ``gateways`` (their partitions went to another worker):
+        the next time one is seen, its state is restored from the last checkpoint again."""
+        for gw in gateways:
+            self.windows.pop(gw, None)
+            self.positions.pop(gw, None)
+            self.dirty.discard(gw)
+
+    def gateways_of(self, tps: Iterable[tuple[str, int]]) -> set[str]:
+        """The gateways whose state includes messages of these (topic, partition)s."""
+        keys = {f"{t}:{p}" for t, p in tps}
+        return {gw for gw, pos in self.positions.items() if keys & pos.keys()}
 
     def restore_city(self, blob: bytes) -> None:
         body = orjson.loads(zlib.decompress(blob))
@@ -297,7 +320,14 @@ class Processor:
                 self._dead(out, msg, reason, str(exc), raw=msg.value or b"")
                 continue
             g = self.city.gateway_index[frame.gateway]
-            w = self._gateway_windows(frame.gateway)
+            w = self._gateway_windows(frame.gateway)  # restores a checkpoint on first sight
+            pos = self.positions.setdefault(frame.gateway, {})
+            tp = f"{msg.topic}:{msg.partition}"
+            if msg.offset <= pos.get(tp, -1):
+                # redelivered after a restart or rebalance: the restored state already holds it
+                self.skipped += 1
+                continue
+            pos[tp] = msg.offset
             metrics = KINDS[g.domain][g.kind]
             values = np.column_stack([frame.metrics[m] for m in metrics])
             late = w.add(idx, frame.ts, frame.seq, values)

@@ -66,11 +66,6 @@ def _check_exact(store, frames, expected) -> None:
     assert worst < 1e-9, f"indicator differs from the reference by {worst}"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known: after a SIGKILL the restarted worker can re-emit a window from a state "
-    "checkpoint older than the indicators already produced (issue 5, open)",
-)
 def test_worker_sigkill_mid_stream_resumes_with_its_state(kafka_bootstrap, server_store, unique,
                                                            spawn):
     city = load_city(SMALL_CITY)
