@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from typing import Any
 
@@ -26,7 +27,15 @@ from config.city import load_city
 from config.domains import KIND_DOMAIN, KINDS
 from config.settings import Settings
 from dashboards import auth, figures
-from dashboards.data import MAIN_METRIC, Geometry, Snapshot, SnapshotCache, TrendCache, snapshot
+from dashboards.data import (
+    MAIN_METRIC,
+    Geometry,
+    QueryPool,
+    Snapshot,
+    SnapshotCache,
+    TrendCache,
+    snapshot,
+)
 from dashboards.i18n import AQI_COLOURS, POLLUTANT_NAMES, aqi_level_name, t
 from store import queries
 from store.base import Store, StoreError
@@ -52,6 +61,8 @@ S: dict[str, dict[str, Any]] = {
     "tile_sub": {"fontSize": "12px", "color": figures.MUTED, "whiteSpace": "nowrap",
                  "overflow": "hidden", "textOverflow": "ellipsis"},
 }
+#: connections to a ClickHouse server the refresh's queries run on at once
+QUERY_CONNECTIONS = 4
 KPIS = ("congestion", "aqi", "water", "grid", "alerts", "avail")
 KPI_LABEL = {"congestion": "kpi_congestion", "aqi": "kpi_aqi", "water": "kpi_water",
              "grid": "kpi_grid", "alerts": "kpi_alerts", "avail": "kpi_avail"}
@@ -236,6 +247,7 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
     refresh_s = settings.dashboard_refresh_s
     cache = SnapshotCache(ttl_s=max(0.2, refresh_s * 0.5))
     trends = TrendCache()
+    pool = QueryPool.for_store(store, QUERY_CONNECTIONS)
 
     app = dash.Dash(
         __name__, title="citybrain", serve_locally=True, update_title=None,  # type: ignore[arg-type]
@@ -252,7 +264,7 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
         key = ("live",) if asof is None else ("at", int(asof))
         return cache.get(key, lambda: snapshot(
             store, geo, at=asof, standard=standard, stale_s=settings.dashboard_stale_s,
-            trends=trends))
+            trends=trends, pool=pool))
 
     app.server.config["CITYBRAIN_SNAPSHOT"] = get_snapshot
 
@@ -351,7 +363,25 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
             raise dash.exceptions.PreventUpdate
         return overview_outputs(get_snapshot(asof), lang or "en")
 
+    outputs: dict[tuple, tuple[Snapshot, tuple]] = {}
+    outputs_lock = threading.Lock()
+
     def overview_outputs(snap: Snapshot, lang: str) -> tuple:
+        """The overview's outputs for a snapshot, built once per snapshot, language and role
+        (every browser showing the same moment gets the same figures)."""
+        key = (id(snap), lang, auth.may_act())
+        with outputs_lock:
+            hit = outputs.get(key)
+        if hit is not None and hit[0] is snap:
+            return hit[1]
+        out = build_overview(snap, lang)
+        with outputs_lock:
+            outputs[key] = (snap, out)
+            while len(outputs) > 8:
+                outputs.pop(next(iter(outputs)))
+        return out
+
+    def build_overview(snap: Snapshot, lang: str) -> tuple:
         vals = kpi_values(snap, lang, standard)
         sparks = {
             "congestion": figures.sparkline(snap.ci_trend, colour=KPI_COLOUR["congestion"]),

@@ -8,8 +8,11 @@ operators cost one set of queries per refresh.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -49,11 +52,35 @@ class Geometry:
     sensor_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sensor_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sensor_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    #: the static part of a sensor's hover text: kind and district
     sensor_hover: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
     #: all segments' points in one pair of arrays, NaN after each segment; segment i is
     #: ``[starts[i], starts[i + 1])``
     seg_xy: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0), np.zeros(0), np.zeros(1, dtype=np.int64)))
+    #: for every point of ``seg_xy``: the segment it belongs to (its NaN separator included)
+    seg_of_point: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    _hashes: tuple[np.ndarray, np.ndarray] | None = None
+    _hash_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def positions_of_hashes(self, store: Store, hashes: Any) -> np.ndarray:
+        """Sensor positions of ``sensor_hash`` values (``queries.sensor_hashes``); -1 where
+        the sensor is not in the city. The hashes of the city's ids are asked once."""
+        with self._hash_lock:
+            if self._hashes is None:
+                df = queries.sensor_hashes(store, [str(x) for x in self.sensor_ids])
+                h = df["sensor_hash"].to_numpy(dtype=np.uint64)
+                pos = self.index.get_indexer(pd.Index(df["sensor_id"].astype(str)))
+                if len(np.unique(h)) != len(h):  # 64-bit: practically never
+                    raise ValueError("two sensor ids of the city share a cityHash64")
+                order = np.argsort(h)
+                self._hashes = (h[order], pos[order].astype(np.int64))
+        sorted_h, sorted_pos = self._hashes
+        h = np.asarray(hashes, dtype=np.uint64)
+        if not len(sorted_h) or not len(h):
+            return np.full(len(h), -1, dtype=np.int64)
+        i = np.minimum(np.searchsorted(sorted_h, h), len(sorted_h) - 1)
+        return np.where(sorted_h[i] == h, sorted_pos[i], -1)
 
     @classmethod
     def from_city(cls, city: City) -> Geometry:
@@ -103,20 +130,25 @@ class Geometry:
             seg_vf=segs["free_speed_kmh"].to_numpy(dtype=np.float64),
             seg_len=segs["length_km"].to_numpy(dtype=np.float64),
             readings_per_minute=float(sum(60.0 / s.interval_s for s in city.sensors)),
-            sensor_x=sensors["x"].to_numpy(dtype=np.float64),
-            sensor_y=sensors["y"].to_numpy(dtype=np.float64),
-            sensor_ids=sensors["sensor_id"].to_numpy(dtype=object),
-            sensor_hover=("<b>" + sensors["sensor_id"] + "</b> " + sensors["kind"] + " · "
-                          + sensors["district"]).to_numpy(dtype=object),
-            seg_xy=_segment_arrays([sg.coords for sg in city.segments]),
+            # metres are enough for the map, and 3 decimals of a km are a third of the JSON
+            sensor_x=np.round(sensors["x"].to_numpy(dtype=np.float64), 3),
+            sensor_y=np.round(sensors["y"].to_numpy(dtype=np.float64), 3),
+            # numpy strings (not objects): plotly's JSON encoder turns them into a list at once
+            sensor_ids=sensors["sensor_id"].to_numpy(dtype=str),
+            sensor_hover=(sensors["kind"] + " · " + sensors["district"]).to_numpy(dtype=str),
+            seg_xy=(seg_xy := _segment_arrays([sg.coords for sg in city.segments])),
+            seg_of_point=np.repeat(np.arange(len(city.segments), dtype=np.int64),
+                                   np.diff(seg_xy[2])),
         )
 
     def district_name(self, district: str, lang: str) -> str:
-        names = self.districts.attrs.get("names")
+        # kept beside the frame, not in its ``attrs``: pandas deep-copies ``attrs`` into every
+        # frame derived from it
+        names = self.__dict__.get("_names")
         if names is None:
             names = {(r.district, "en"): r.name for r in self.districts.itertuples()}
             names.update({(r.district, "zh"): r.name_zh for r in self.districts.itertuples()})
-            self.districts.attrs["names"] = names
+            self.__dict__["_names"] = names
         return str(names.get((district, "zh" if lang == "zh" else "en"), district))
 
 
@@ -131,7 +163,8 @@ def _segment_arrays(coords: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         xs.append(float("nan"))
         ys.append(float("nan"))
         starts.append(len(xs))
-    return np.asarray(xs), np.asarray(ys), np.asarray(starts, dtype=np.int64)
+    return (np.round(np.asarray(xs), 3), np.round(np.asarray(ys), 3),
+            np.asarray(starts, dtype=np.int64))
 
 
 @dataclass
@@ -176,8 +209,12 @@ class Snapshot:
 
     @property
     def active_alerts(self) -> pd.DataFrame:
-        a = self.alerts
-        return a[a["state"] != "resolved"] if len(a) else a
+        hit = self.__dict__.get("_active")
+        if hit is None:
+            a = self.alerts
+            hit = a[a["state"].to_numpy(dtype=object) != "resolved"] if len(a) else a
+            self.__dict__["_active"] = hit
+        return hit
 
 
 def empty_frame(*cols: str) -> pd.DataFrame:
@@ -188,62 +225,158 @@ def effective_state(alerts: pd.DataFrame) -> pd.Series:
     """An operator's resolve or acknowledge wins over a later worker update of the alert."""
     if not len(alerts):
         return pd.Series([], dtype=object)
-    st = alerts["last_state"].astype(str).copy()
-    st[(alerts["acked_at"] > 0) & (st == "open")] = "acknowledged"
-    st[alerts["resolved_at"] > 0] = "resolved"
-    return st
+    st = alerts["last_state"].to_numpy(dtype=object).astype(str).astype(object)
+    st[(alerts["acked_at"].to_numpy() > 0) & (st == "open")] = "acknowledged"
+    st[alerts["resolved_at"].to_numpy() > 0] = "resolved"
+    return pd.Series(st, index=alerts.index, dtype=object)
+
+
+class QueryPool:
+    """Runs a refresh's queries concurrently, each on a connection of its own.
+
+    A store serialises its queries (one connection, one lock), so a pool holds several stores
+    of the same database; :meth:`for_store` opens ``size - 1`` more connections like the given
+    ClickHouse server store. chDB runs one query at a time in-process: a pool of one store,
+    and the queries run in the caller's thread, one after the other.
+    """
+
+    def __init__(self, stores: list[Store]) -> None:
+        self.stores = stores
+        self._free: queue.Queue[Store] = queue.Queue()
+        for st in stores:
+            self._free.put(st)
+        self._executor = (ThreadPoolExecutor(max_workers=len(stores),
+                                             thread_name_prefix="refresh-query")
+                          if len(stores) > 1 else None)
+
+    @classmethod
+    def for_store(cls, store: Store, size: int = 4) -> QueryPool:
+        stores = [store]
+        kw = getattr(store, "_kw", None)  # ServerStore's connection parameters
+        if store.backend == "clickhouse" and isinstance(kw, dict) and size > 1:
+            from store.server import ServerStore
+
+            stores += [ServerStore(host=kw["host"], port=kw["port"], database=store.database,
+                                   user=kw["user"], password=kw["password"])
+                       for _ in range(size - 1)]
+        return cls(stores)
+
+    def _call(self, fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
+        st = self._free.get()
+        try:
+            t0 = time.perf_counter()
+            out = fn(st, *args)
+            return out, time.perf_counter() - t0
+        finally:
+            self._free.put(st)
+
+    def run(self, jobs: dict[str, tuple]) -> tuple[dict[str, Any], dict[str, float]]:
+        """``{name: (fn, *args)}`` with ``fn(store, *args)``: results and seconds by name."""
+        if self._executor is None:
+            done = {k: self._call(job[0], job[1:]) for k, job in jobs.items()}
+        else:
+            futures = {k: self._executor.submit(self._call, job[0], job[1:])
+                       for k, job in jobs.items()}
+            done = {k: f.result() for k, f in futures.items()}
+        return {k: v[0] for k, v in done.items()}, {k: v[1] for k, v in done.items()}
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        for st in self.stores[1:]:
+            st.close()
+
+
+def congestion_trend(store: Store, geo: Geometry, lo: int, hi: int) -> pd.DataFrame:
+    """The city's per-minute congestion index over minutes starting in ``(lo, hi]``: what
+    ``queries.congestion_trend`` computes, from the loops' minute means weighted with the
+    city's segments here instead of a join with the dimension tables in every query."""
+    df = queries.loop_minute_means(store, lo, hi)
+    p = geo.positions_of_hashes(store, df["sensor_hash"]) if len(df) else np.zeros(0, np.int64)
+    seg = np.where(p >= 0, geo.sensor_seg[np.maximum(p, 0)], -1) if len(p) else p
+    ok = seg >= 0
+    if not ok.any():
+        return pd.DataFrame({"minute": np.zeros(0, np.uint32), "ci": np.zeros(0),
+                             "mean_speed_kmh": np.zeros(0)})
+    minute = df["minute"].to_numpy(dtype=np.int64)[ok]
+    flow = df["flow_vph"].to_numpy(dtype=np.float64)[ok]
+    speed = df["speed_kmh"].to_numpy(dtype=np.float64)[ok]
+    length = geo.seg_len[seg[ok]]
+    minutes, inv = np.unique(minute, return_inverse=True)
+    tt = np.bincount(inv, weights=flow * length / np.maximum(speed, 1.0))
+    ff = np.bincount(inv, weights=flow * length / geo.seg_vf[seg[ok]])
+    mean_speed = np.bincount(inv, weights=speed) / np.bincount(inv)
+    return pd.DataFrame({"minute": minutes.astype(np.uint32), "ci": tt / ff - 1,
+                         "mean_speed_kmh": mean_speed})
 
 
 def snapshot(
     store: Store, geo: Geometry, *, at: int | None = None, standard: str = "china",
     stale_s: float = 120.0, now: float | None = None, trends: TrendCache | None = None,
-    trend_minutes: int = 60,
+    trend_minutes: int = 60, pool: QueryPool | None = None,
 ) -> Snapshot:
-    """Query the store for the city at ``at`` (epoch s; ``None`` = the newest data)."""
+    """Query the store for the city at ``at`` (epoch s; ``None`` = the newest data).
+
+    The newest event time comes first (from the parts' index, no data read); then every query
+    of the moment runs at once on ``pool`` (one after the other without one).
+    """
     from models.indicators.aqi import aqi as aqi_of
     from models.indicators.traffic import congestion_index
 
     trends = trends if trends is not None else TrendCache()
-    timings: dict[str, float] = {}
+    pool = pool if pool is not None else QueryPool([store])
     clock = time.perf_counter
 
-    def timed(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
-        t0 = clock()
-        out = fn(*args, **kw)
-        timings[name] = clock() - t0
-        return out
-
-    fresh = timed("freshness", queries.freshness, store)
-    have = fresh[fresh["n"] > 0]
-    newest = int(have["newest"].max()) if len(have) else 0
-    arrived = int(have["arrived"].max()) if len(have) else 0
-    wall = time.time() if now is None else now
-    lag = max(0.0, wall - arrived) if arrived else float("inf")
+    t0 = clock()
+    newest_by, _ = pool.run({"newest": (queries.newest_ts,)})
+    newest_by = newest_by["newest"]
+    timings: dict[str, float] = {"newest": clock() - t0}
+    newest = max(newest_by.values(), default=0)
     live = at is None or at >= newest
     t = newest if live else int(at)  # type: ignore[arg-type]
     lo = t - trend_minutes * 60
 
-    traffic = timed("traffic", queries.traffic_window, store, t)
-    env = timed("environment", queries.environment_window, store, t)
-    util = timed("utility", queries.utility_window, store, t)
-    ci_trend = timed("ci_trend", trends.get, "ci", partial(queries.congestion_trend, store), lo, t, newest)
-    env_trend = timed("env_trend", trends.get, "env", partial(queries.environment_trend, store),
-                      lo - 3600, t, newest)
-    util_trend = timed("util_trend", trends.get, "util", partial(queries.utility_trend, store), lo, t, newest)
-    rd_trend = timed("readings_trend", trends.get, "readings", partial(queries.readings_trend, store),
-                     lo, t, newest)
-    anom = timed("anomalies", queries.anomalies_window, store, t)
-    health = timed("health", queries.sensor_health_at, store, t)
-    risk = timed("risk", queries.district_risk_at, store, t)
-    alerts = timed("alerts", queries.alerts_at, store, t)
+    def trend(key: str, fn: Any, lo_: int, chunk_s: int) -> Any:
+        return lambda st: trends.get(key, partial(fn, st), lo_, t, newest, chunk_s=chunk_s)
+
+    res, q_times = pool.run({
+        "freshness": (queries.freshness, newest_by),
+        "traffic": (partial(queries.traffic_window, hashed=True), t),
+        "environment": (partial(queries.environment_window, hashed=True), t),
+        "utility": (partial(queries.utility_window, hashed=True), t),
+        "ci_trend": (trend("ci", lambda st, a, b: congestion_trend(st, geo, a, b), lo, 60),),
+        "env_trend": (trend("env", queries.environment_trend, lo - 3600, 300),),
+        "util_trend": (trend("util", queries.utility_trend, lo, 60),),
+        "readings_trend": (trend("readings", queries.readings_trend, lo, 60),),
+        "anomalies": (queries.anomalies_window, t),
+        "health": (queries.sensor_health_at, t),
+        "risk": (queries.district_risk_at, t),
+        "alerts": (queries.alerts_at, t),
+    })
+    timings.update(q_times)
+    timings["queries"] = clock() - t0
+    fresh = res["freshness"]
+    traffic, env, util = res["traffic"], res["environment"], res["utility"]
+    ci_trend, env_trend = res["ci_trend"], res["env_trend"]
+    util_trend, rd_trend = res["util_trend"], res["readings_trend"]
+    anom, health, risk, alerts = res["anomalies"], res["health"], res["risk"], res["alerts"]
+    have = fresh[fresh["n"] > 0]
+    arrived = int(have["arrived"].max()) if len(have) else 0
+    wall = time.time() if now is None else now
+    lag = max(0.0, wall - arrived) if arrived else float("inf")
     t0 = clock()
 
-    ids = geo.index
     kinds = geo.kinds
     n = len(kinds)
 
     def positions(df: pd.DataFrame) -> np.ndarray:
-        return ids.get_indexer(pd.Index(df["sensor_id"])) if len(df) else np.zeros(0, dtype=np.int64)
+        if not len(df):
+            return np.zeros(0, dtype=np.int64)
+        if "sensor_hash" in df.columns:
+            return geo.positions_of_hashes(store, df["sensor_hash"])
+        pos = geo.sensor_pos
+        return np.fromiter((pos.get(x, -1) for x in df["sensor_id"].to_numpy(dtype=object)),
+                           dtype=np.int64, count=len(df))
 
     # congestion: window means per loop, weighted by flow x length (models.indicators.traffic)
     p_tr = positions(traffic)
@@ -345,9 +478,10 @@ def snapshot(
 
     # alerts
     if len(alerts):
-        alerts = alerts.assign(state=effective_state(alerts))
-        active = alerts[alerts["state"] != "resolved"]
-        by_sev = {s: int((active["severity"] == s).sum()) for s in (1, 2, 3)}
+        st = effective_state(alerts)
+        alerts = alerts.assign(state=st)
+        sev = alerts["severity"].to_numpy()[st.to_numpy() != "resolved"]
+        by_sev = {s: int((sev == s).sum()) for s in (1, 2, 3)}
     else:
         alerts = empty_frame("alert_id", "district", "type", "state", "severity", "peak",
                              "opened_at", "updated_at", "acked_at", "resolved_at", "acked_by",
@@ -386,14 +520,20 @@ def _aqi_trend(env_trend: pd.DataFrame, standard: str, aqi_of: Any, lo: int) -> 
     """AQI of trailing 1-hour city-mean concentrations, per 5 minutes from ``lo``."""
     if not len(env_trend):
         return empty_frame("minute", "value")
+    def trailing(x: np.ndarray) -> np.ndarray:  # sums over the row and the 11 before it
+        padded = np.concatenate([np.zeros(11), x])
+        return np.lib.stride_tricks.sliding_window_view(padded, 12).sum(axis=1)
+
     conc = {}
     for p in POLLUTANTS:
-        s = env_trend[f"{p}_sum"].astype(float).rolling(12, min_periods=1).sum()
-        c = env_trend[f"{p}_n"].astype(float).rolling(12, min_periods=1).sum()
-        conc[p] = (s / c.where(c > 0)).to_numpy()
+        s = trailing(env_trend[f"{p}_sum"].to_numpy(dtype=np.float64))
+        c = trailing(env_trend[f"{p}_n"].to_numpy(dtype=np.float64))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            conc[p] = np.where(c > 0, s / np.where(c > 0, c, 1.0), np.nan)
     res = aqi_of(conc, standard=standard)
-    out = pd.DataFrame({"minute": env_trend["bucket"].to_numpy(), "value": res.aqi})
-    return out[out["minute"] > lo].reset_index(drop=True)
+    minute = env_trend["bucket"].to_numpy()
+    keep = minute > lo
+    return pd.DataFrame({"minute": minute[keep], "value": np.asarray(res.aqi)[keep]})
 
 
 def _alerts_trend(alerts: pd.DataFrame, t: int, minutes: int = 60) -> pd.DataFrame:
@@ -408,45 +548,86 @@ def _alerts_trend(alerts: pd.DataFrame, t: int, minutes: int = 60) -> pd.DataFra
 
 
 class TrendCache:
-    """Trend queries in 10-minute chunks; a chunk wholly older than the newest data minus
-    ``seal_s`` is kept (past data no longer changes), so a refresh queries only the head.
+    """Trend queries in chunks of ``chunk_s`` (per key: a minute for minute trends); a chunk
+    wholly older than the newest data minus ``seal_s`` is kept (past data no longer changes),
+    so a refresh queries only the head: the last five to six minutes.
 
     ``fn(lo, hi)`` returns rows with ``ts`` in ``(lo, hi]`` bucketed by a period dividing
-    ``chunk_s`` (minute, 5 minutes); chunks are asked for as ``(c - 1, c + chunk_s - 1]``,
-    i.e. ``[c, c + chunk_s)``, so no bucket straddles two chunks.
+    ``chunk_s`` (minute, 5 minutes), ordered by the bucket (the first column); chunks are
+    asked for as ``(c - 1, c + chunk_s - 1]``, i.e. ``[c, c + chunk_s)``, so no bucket
+    straddles two chunks. Missing chunks next to each other are asked for in one query and
+    split; the joined sealed chunks of the last range asked for are kept too.
     """
 
-    def __init__(self, *, chunk_s: int = 600, seal_s: int = 300, size: int = 4096) -> None:
+    def __init__(self, *, chunk_s: int = 60, seal_s: int = 300, size: int = 8192) -> None:
         self.chunk_s = chunk_s
         self.seal_s = seal_s
         self.size = size
-        self._items: dict[tuple[Any, int], pd.DataFrame] = {}
+        self._items: dict[tuple[Any, int, int], pd.DataFrame] = {}
+        self._joined: dict[tuple[Any, int, int, int], pd.DataFrame] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: Any, fn: Any, lo: int, hi: int, newest: int) -> pd.DataFrame:
-        c = lo - lo % self.chunk_s
-        parts: list[pd.DataFrame] = []
-        while c <= hi:
-            end = c + self.chunk_s
-            if end - 1 > hi or end > newest - self.seal_s:
-                parts.append(fn(c - 1, hi))  # the head: always fresh
-                break
-            with self._lock:
-                df = self._items.get((key, c))
-            if df is None:
-                df = fn(c - 1, end - 1)
-                with self._lock:
-                    if len(self._items) >= self.size:
-                        self._items.pop(next(iter(self._items)))
-                    self._items[(key, c)] = df
-            parts.append(df)
-            c = end
-        parts = [p for p in parts if len(p)]
+    def get(self, key: Any, fn: Any, lo: int, hi: int, newest: int, *,
+            chunk_s: int | None = None) -> pd.DataFrame:
+        step = int(chunk_s or self.chunk_s)
+        c = lo - lo % step
+        sealed: list[int] = []
+        while c <= hi and c + step - 1 <= hi and c + step <= newest - self.seal_s:
+            sealed.append(c)
+            c += step
+        parts = []
+        body = self._sealed(key, fn, sealed, step)
+        if body is not None and len(body):
+            parts.append(body)
+        if c <= hi:
+            head = fn(c - 1, hi)  # the head: always fresh
+            if len(head):
+                parts.append(head)
         if not parts:
             return fn(hi, hi)  # the empty frame with the right columns
         out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         col = out.columns[0]
         return out[out[col] > lo - lo % 60].reset_index(drop=True)
+
+    def _sealed(self, key: Any, fn: Any, starts: list[int], step: int) -> pd.DataFrame | None:
+        if not starts:
+            return None
+        jkey = (key, step, starts[0], starts[-1])
+        with self._lock:
+            hit = self._joined.get(jkey)
+            missing = [c for c in starts if (key, step, c) not in self._items]
+        if hit is not None and not missing:
+            return hit
+        runs: list[list[int]] = []
+        for c in missing:
+            if runs and runs[-1][-1] + step == c:
+                runs[-1].append(c)
+            else:
+                runs.append([c])
+        fetched: dict[tuple[Any, int, int], pd.DataFrame] = {}
+        for run in runs:
+            df = fn(run[0] - 1, run[-1] + step - 1)
+            col = df.columns[0]
+            if len(df) > 1 and not df[col].is_monotonic_increasing:
+                df = df.sort_values(col, kind="stable").reset_index(drop=True)
+            at = df[col].to_numpy(dtype=np.int64)
+            for c in run:
+                i, j = np.searchsorted(at, [c, c + step])
+                fetched[(key, step, c)] = df.iloc[i:j].reset_index(drop=True)
+        with self._lock:
+            self._items.update(fetched)
+            while len(self._items) > self.size:
+                self._items.pop(next(iter(self._items)))
+            chunks = [fetched.get((key, step, c), self._items.get((key, step, c)))
+                      for c in starts]
+        frames = [f for f in chunks if f is not None and len(f)]
+        joined = (pd.concat(frames, ignore_index=True) if len(frames) > 1
+                  else frames[0] if frames else fn(starts[-1] + step - 1, starts[-1] + step - 1))
+        with self._lock:
+            self._joined[jkey] = joined
+            while len(self._joined) > 64:
+                self._joined.pop(next(iter(self._joined)))
+        return joined
 
 
 class SnapshotCache:

@@ -53,13 +53,14 @@ def city_map(
     """
     traces: list[dict[str, Any]] = []
     d = geo.districts
-    risk = snap.risk.set_index("district") if len(snap.risk) else pd.DataFrame()
+    risk: dict[str, dict[str, Any]] = (
+        {str(r["district"]): r for r in snap.risk.to_dict("records")} if len(snap.risk) else {})
     name_col = "name_zh" if lang == "zh" else "name"
     keep_d = set(districts) if districts else None
     for row in d.itertuples():
         if keep_d and row.district not in keep_d:
             continue
-        r = risk.loc[row.district] if row.district in risk.index else None
+        r = risk.get(row.district)
         level = str(r["colour"]) if r is not None else "none"
         colour = RISK_COLOURS.get(level, "#334155")
         rv = float(r["risk"]) if r is not None else float("nan")
@@ -87,15 +88,15 @@ def city_map(
     # road segments by speed ratio, one WebGL trace per bin (NaN separates the lines)
     ratio = snap.seg_ratio
     bins = np.where(np.isnan(ratio), -1, np.searchsorted(SPEED_BINS, np.nan_to_num(ratio)))
-    seg_d = geo.segments["district"].to_numpy()
-    sx, sy, starts = geo.seg_xy
+    sx, sy, _ = geo.seg_xy
+    point_bin = bins[geo.seg_of_point]  # every point (and NaN separator) of every segment
+    if keep_d:
+        seg_keep = geo.segments["district"].isin(keep_d).to_numpy()
+        point_bin = np.where(seg_keep[geo.seg_of_point], point_bin, -2)
     for b in (-1, 4, 3, 2, 1, 0):
-        idx = np.flatnonzero(bins == b)
-        if keep_d:
-            idx = idx[np.isin(seg_d[idx], list(keep_d))]
-        if not idx.size:
+        take = np.flatnonzero(point_bin == b)
+        if not take.size:
             continue
-        take = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in idx])
         traces.append({
             "type": "scattergl", "x": sx[take], "y": sy[take], "mode": "lines",
             "hoverinfo": "skip", "showlegend": False, "connectgaps": False,
@@ -116,8 +117,10 @@ def city_map(
             "type": "scattergl", "x": x_all[idx], "y": y_all[idx], "mode": "markers",
             "marker": {"size": 4 if code == 0 else 7, "color": STATUS_COLOURS[code],
                        "opacity": 0.75 if code == 0 else 1.0},
-            "customdata": ids_all[idx], "hovertext": _sensor_hover(geo, idx, snap, lang),
-            "hoverinfo": "text", "name": f"{t(name, lang)} ({idx.size:,})",
+            "customdata": ids_all[idx], "hovertext": geo.sensor_hover[idx],
+            "text": _sensor_values(idx, snap, lang),
+            "hovertemplate": "<b>%{customdata}</b> %{hovertext}<br>%{text}<extra></extra>",
+            "name": f"{t(name, lang)} ({idx.size:,})",
         })
     # active incidents at their sensors' centre
     act = snap.active_alerts
@@ -152,7 +155,7 @@ def city_map(
     dd = d if not keep_d else d[d["district"].isin(keep_d)]
     labels = []
     for row in dd.itertuples():
-        r = risk.loc[row.district] if row.district in risk.index else None
+        r = risk.get(row.district)
         labels.append(f"{getattr(row, name_col)}<br>{t('risk', lang)} "
                       f"{(float(r['risk']) if r is not None else 0):.0f}")
     traces.append({  # a little below the centre: incidents sit on the centre
@@ -180,15 +183,19 @@ def _layout() -> dict[str, Any]:
             "margin": {"l": 0, "r": 0, "t": 0, "b": 0}}
 
 
-def _sensor_hover(geo: Any, idx: np.ndarray, snap: Any, lang: str) -> np.ndarray:
-    base = geo.sensor_hover[idx]
-    val = snap.value[idx]
-    sc = snap.score[idx]
-    vtxt = np.where(np.isnan(val), "", f"<br>{t('value', lang)}: " + np.char.mod(
-        "%.1f", np.nan_to_num(val)).astype(object))
-    stxt = np.where(np.isnan(sc), "", f"<br>{t('score', lang)}: " + np.char.mod(
-        "%.2f", np.nan_to_num(sc)).astype(object))
-    return np.asarray(base + vtxt + stxt, dtype=object)
+def _sensor_values(idx: np.ndarray, snap: Any, lang: str) -> np.ndarray:
+    """The changing part of each sensor's hover text: its value and score (plain text; the
+    id, kind and district come from the trace's other per-point arrays).
+
+    A numpy string array: plotly's JSON encoder takes it as one list (an object array is
+    walked element by element)."""
+    vl, sl = f"{t('value', lang)}: ", f"{t('score', lang)}: "
+    out = [
+        ("" if v != v else f"{vl}{v:.1f}") + ("" if s != s else
+                                               f"{' · ' if v == v else ''}{sl}{s:.2f}")
+        for v, s in zip(snap.value[idx].tolist(), snap.score[idx].tolist(), strict=True)
+    ]
+    return np.asarray(out, dtype=str)
 
 
 def _alpha(hex_colour: str, a: float) -> str:
@@ -202,9 +209,10 @@ def sparkline(df: pd.DataFrame, *, colour: str = "#38bdf8", fmt: str = ".2f",
     """A tiny trend (a plain figure dict): ``minute`` (epoch s) and ``value`` columns."""
     data = []
     if len(df):
-        x = pd.to_datetime(df["minute"].astype("int64"), unit="s").dt.strftime("%Y-%m-%d %H:%M")
+        # epoch milliseconds on a date axis: numbers encode at once, formatted strings do not
+        x = df["minute"].to_numpy(dtype=np.float64) * 1000.0
         data.append({
-            "type": "scatter", "x": x.to_numpy(dtype=object),
+            "type": "scatter", "x": x,
             "y": df["value"].to_numpy(dtype=np.float64), "mode": "lines",
             "line": {"color": colour, "width": 1.6}, "fill": "tozeroy",
             "fillcolor": _alpha(colour, 0.12),
@@ -212,7 +220,7 @@ def sparkline(df: pd.DataFrame, *, colour: str = "#38bdf8", fmt: str = ".2f",
         })
     return {"data": data, "layout": {
         **_layout(), "height": height, "showlegend": False, "hovermode": "x",
-        "xaxis": {"visible": False},
+        "xaxis": {"visible": False, "type": "date"},
         "yaxis": {"visible": False, **({"range": list(y_range)} if y_range else {})},
     }}
 

@@ -117,31 +117,42 @@ def _means(cols: tuple[str, ...]) -> str:
     return ", ".join(f"sum({c}_sum) / sum({c}_count) AS {c}" for c in cols)
 
 
-def traffic_window(store: Store, t: int, *, window_s: int = 300) -> pd.DataFrame:
+# ``hashed=True`` returns ``sensor_hash`` (``cityHash64(sensor_id)``, see :func:`sensor_hashes`)
+# instead of ``sensor_id``: thousands of strings cost the client more to decode than the query
+# costs the server.
+def traffic_window(store: Store, t: int, *, window_s: int = 300,
+                   hashed: bool = False) -> pd.DataFrame:
     """Per loop detector over the window ending at ``t``: mean flow, speed, occupancy,
     readings."""
-    return _window(store, "traffic", ("flow_vph", "speed_kmh", "occupancy_pct"), t, window_s)
+    return _window(store, "traffic", ("flow_vph", "speed_kmh", "occupancy_pct"), t, window_s,
+                   hashed)
 
 
-def environment_window(store: Store, t: int, *, window_s: int = 3600) -> pd.DataFrame:
+def environment_window(store: Store, t: int, *, window_s: int = 3600,
+                       hashed: bool = False) -> pd.DataFrame:
     """Per environment sensor over the window ending at ``t``: mean of every metric (the
     1-hour means feed the AQI), readings and the last reading time."""
     cols = ("pm25", "pm10", "no2", "o3", "so2", "co", "noise_dba", "temp_c", "wind_ms")
-    return _window(store, "environment", cols, t, window_s)
+    return _window(store, "environment", cols, t, window_s, hashed)
 
 
-def utility_window(store: Store, t: int, *, window_s: int = 300) -> pd.DataFrame:
+def utility_window(store: Store, t: int, *, window_s: int = 300,
+                   hashed: bool = False) -> pd.DataFrame:
     """Per utility sensor over the window ending at ``t``: mean inflow, pressure, load,
     voltage."""
     return _window(store, "utility", ("inflow_m3h", "pressure_bar", "load_mw", "voltage_kv"),
-                   t, window_s)
+                   t, window_s, hashed)
+
+
+def _key(hashed: bool) -> str:
+    return "cityHash64(sensor_id) AS sensor_hash" if hashed else "sensor_id"
 
 
 def _window(store: Store, domain: str, cols: tuple[str, ...], t: int,
-            window_s: int) -> pd.DataFrame:
+            window_s: int, hashed: bool = False) -> pd.DataFrame:
     return store.query(
         f"""
-        SELECT sensor_id, {_means(cols)}, sum(readings) AS n,
+        SELECT {_key(hashed)}, {_means(cols)}, sum(readings) AS n,
                least(toUInt32(max(ts)) + 59, {int(t)}) AS last
         FROM {sensor_minutes(domain)}
         WHERE {_mwhere(t, window_s)}
@@ -149,6 +160,20 @@ def _window(store: Store, domain: str, cols: tuple[str, ...], t: int,
         HAVING n > 0
         """
     )
+
+
+def sensor_hashes(store: Store, sensor_ids: list[str]) -> pd.DataFrame:
+    """``sensor_id`` and its ``sensor_hash`` (``cityHash64``, as the server computes it)."""
+    parts = []
+    for i in range(0, len(sensor_ids), 2000):
+        ids = ", ".join(lit(s) for s in sensor_ids[i:i + 2000])
+        parts.append(store.query(
+            f"SELECT sensor_id, cityHash64(sensor_id) AS sensor_hash "
+            f"FROM (SELECT arrayJoin([{ids}]) AS sensor_id)"
+        ))
+    if not parts:
+        return pd.DataFrame({"sensor_id": [], "sensor_hash": []})
+    return pd.concat(parts, ignore_index=True)
 
 
 # --- congestion -----------------------------------------------------------------------------
@@ -235,6 +260,22 @@ def congestion_trend(
         ALL INNER JOIN {_SEGMENT_DIM} USING sensor_id
         WHERE 1 {where}
         GROUP BY minute ORDER BY minute
+        """
+    )
+
+
+def loop_minute_means(store: Store, lo: int, hi: int) -> pd.DataFrame:
+    """Per loop and minute starting in ``(lo, hi]``: mean flow and speed (flowing loops with a
+    speed only), keyed by ``sensor_hash``; what :func:`congestion_trend` weights with the road
+    segments, for a caller that holds the segments itself."""
+    return store.query(
+        f"""
+        SELECT toUInt32(ts) AS minute, cityHash64(sensor_id) AS sensor_hash,
+               sum(flow_vph_sum) / sum(flow_vph_count) AS flow_vph,
+               sum(speed_kmh_sum) / sum(speed_kmh_count) AS speed_kmh
+        FROM {sensor_minutes("traffic")} WHERE {_range(lo, hi)}
+        GROUP BY ts, sensor_id
+        HAVING sum(speed_kmh_count) > 0 AND flow_vph > 0
         """
     )
 
