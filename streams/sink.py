@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
 
 from config.city import City, load_city
 from config.domains import DOMAIN_METRICS
@@ -46,6 +47,7 @@ class SinkStats:
     skipped: Counter[str] = field(default_factory=Counter)
     flushes: int = 0
     failures: int = 0
+    commit_failures: int = 0
     last_flush_at: float = 0.0
     buffered_rows: int = 0
 
@@ -338,7 +340,18 @@ class Sink:
         self.stats.flushes += 1
         self.stats.last_flush_at = self.clock()
         if commit and self.consumer is not None:
-            self.consumer.commit()
+            self._commit()
+
+    def _commit(self) -> None:
+        """Commit the consumed positions. The rows are stored already: if the broker cannot take
+        the commit (restarting, coordinator moving, rebalance), log it and go on; the next flush
+        commits again, and until then a restart re-reads rows the tables de-duplicate."""
+        assert self.consumer is not None
+        try:
+            self.consumer.commit(timeout_ms=10_000)
+        except KafkaError as exc:
+            self.stats.commit_failures += 1
+            log.warning("offset commit failed (%s); rows are stored, will commit again", exc)
 
 
 def run_sink(settings: Settings, store: Store, stop: threading.Event) -> Sink:

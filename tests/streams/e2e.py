@@ -148,3 +148,35 @@ class PrivateClickHouse:
 
     def stop(self) -> None:
         self._run("stop")
+
+
+class PrivateKafka:
+    """A second Apache Kafka broker (scripts/services.py, same jars and config) with its data
+    under the test's tmp dir and its own ports, so the test can stop and restart it without
+    touching the shared one. Ports: ``CITYBRAIN_TEST_KAFKA_PORT`` + 10 (+ 11 controller, + 12
+    SASL), or the next free block of ten above."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        base = int(os.environ.get("CITYBRAIN_TEST_KAFKA_PORT", "39092"))
+        for k in range(1, 50):
+            port = base + 10 * k
+            if not any(tcp_open(f"127.0.0.1:{port + i}") for i in range(3)):
+                break
+        else:  # pragma: no cover - the machine is full of brokers
+            raise AssertionError(f"no free port block for a private broker above {base}")
+        self.port = port
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")},
+                    "CITYBRAIN_TEST_SERVICES_DIR": str(root),
+                    "CITYBRAIN_TEST_KAFKA_PORT": str(port)}
+
+    def _run(self, cmd: str) -> None:
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "services.py"), cmd, "kafka"],
+                       env=self.env, check=True, stdout=subprocess.DEVNULL, timeout=180)
+
+    def start(self) -> None:
+        self._run("start")
+
+    def stop(self) -> None:
+        self._run("stop")
