@@ -179,9 +179,12 @@ def repair(
     *,
     domains: Iterable[str] = DOMAINS,
     progress: Callable[[str], None] | None = None,
+    only_mismatched: bool = False,
 ) -> int:
     """Make the rollups of ``days`` (default: every day whose counts differ, per :func:`check`)
-    exact; returns the number of (domain, day) pairs corrected.
+    exact; returns the number of (domain, day) pairs corrected. ``only_mismatched``: of
+    ``days``, only those whose counts differ (a day that received no duplicate has exact
+    rollups already, since each view saw each reading once).
 
     Run it on closed days: readings that arrive for a day *while* it is repaired may be
     counted twice (the next repair fixes that too). Days without raw data (dropped by
@@ -197,7 +200,7 @@ def repair(
         if not chosen:
             return 0
         have_raw = {(s.domain, s.day) for s in check(store, since=chosen[0], until=chosen[-1])
-                    if s.raw > 0}
+                    if s.raw > 0 and not (only_mismatched and s.ok)}
         pairs = [(d, day) for day in chosen for d in DOMAINS
                  if d in wanted and (d, day) in have_raw]
     for domain, day in pairs:

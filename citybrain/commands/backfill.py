@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
-
-import numpy as np
 
 from citybrain.errors import CitybrainError
 from config.settings import Settings, load_settings
@@ -36,114 +35,90 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="load readings and labels only (no derived outputs)")
     p.add_argument("--batch-rows", type=int, default=200_000,
                    help="readings per insert (default 200000)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="model processes, split by sensor kind (default: one per core, at most "
+                   "4; 1: everything in this process); the stored rows are the same")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-class _Tables:
-    """Rows per table, inserted in batches."""
-
-    def __init__(self, store: object, batch_rows: int) -> None:
-        self.store = store
-        self.batch_rows = batch_rows
-        self.parts: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
-        self.pending = 0
-        self.rows: Counter[str] = Counter()
-
-    def add(self, table: str, cols: dict[str, np.ndarray]) -> None:
-        self.parts[table].append(cols)
-        self.pending += len(next(iter(cols.values())))
-        if self.pending >= self.batch_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        for table, parts in self.parts.items():
-            cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
-            self.rows[table] += self.store.insert(table, cols)  # type: ignore[attr-defined]
-        self.parts.clear()
-        self.pending = 0
+def default_workers(models: bool) -> int:
+    """Worker processes by default: one per core (at most 4) with models, else none."""
+    return min(4, os.cpu_count() or 1) if models else 1
 
 
 def backfill(
     settings: Settings, path: Path, *, models: bool = True, batch_rows: int = 200_000,
-    progress: bool = True,
+    progress: bool = True, workers: int | None = None, model_batch: int | None = None,
 ) -> dict[str, object]:
+    """Load ``path``; ``workers`` ≥ 2 (default: one per core) runs the models in that many
+    processes, split by sensor kind (:mod:`citybrain.backfill`), 1 runs everything here."""
+    from citybrain.backfill import (
+        MODEL_BATCH_READINGS,
+        Batch,
+        Inserter,
+        Loaded,
+        run_parallel,
+        run_serial,
+    )
     from sensors_sim.progress import Progress
     from sensors_sim.recording import Recording, RecordingError
     from store import open_store
     from store.rollups import repair
-    from streams.app import build_processor
-    from streams.codecs import decode_table
-    from streams.processor import CityValidator, Message
-    from streams.sink import frame_rows, indicator_rows, label_rows
+    from streams.sink import label_rows
 
     try:
         rec = Recording(path)
     except RecordingError as exc:
         raise CitybrainError(str(exc)) from None
+    n_workers = default_workers(models) if workers is None else max(1, int(workers))
+    mb = MODEL_BATCH_READINGS if model_batch is None else max(1, int(model_batch))
     store = open_store(settings)
     t0 = time.monotonic()
     try:
-        from config.city import load_city
+        inserter = Inserter(store, batch_rows)
+        try:
+            inserter.put([label_rows(label.to_json()) for label in rec.labels])
+            bar = Progress(total=rec.total_ticks, what="ticks", enabled=progress)
+            days: set[dt.date] = set()
+            dead: Counter[str] = Counter()
+            readings = 0
 
-        validator = CityValidator(load_city(settings.city_file))
-        processor = build_processor(settings) if models else None
-        out = _Tables(store, batch_rows)
-        for label in rec.labels:
-            out.add(*label_rows(label.to_json()))
-        bar = Progress(total=rec.total_ticks, what="ticks", enabled=progress)
-        days: set[dt.date] = set()
-        dead: Counter[str] = Counter()
-        readings = 0
-        offset = 0
-        batch: list[Message] = []
-        batch_readings = 0
+            def on_batch(batch: Batch, loaded: Loaded) -> None:
+                nonlocal readings
+                readings += loaded.readings
+                dead.update(loaded.dead)
+                days.update(loaded.days)
+                bar.update(min(batch.ticks, bar.total) if bar.total else batch.ticks,
+                           readings=readings)
 
-        def process(msgs: list[Message]) -> None:
-            if processor is None:
-                return
-            res = processor.process(msgs)
-            for _, value in res.indicators:
-                out.add(*indicator_rows(value))
-            for _, value in (*res.anomalies, *res.risk, *res.alerts):
-                out.add(*decode_table(value))
-            dead.update(res.dead_reasons)
-
-        for i, tick in enumerate(rec.ticks(), start=1):
-            for domain, gateway, n, value in tick.frames:
-                try:
-                    table, cols = frame_rows(value, settings.max_frame_bytes, validator)
-                except Exception as exc:  # FrameError: counted like the sink does
-                    dead[getattr(exc, "reason", "invalid")] += 1
-                    continue
-                out.add(table, cols)
-                readings += n
-                batch.append(Message(settings.topic(f"readings.{domain}"), 0, offset,
-                                     gateway.encode(), value))
-                offset += 1
-                batch_readings += n
-            days.add(dt.datetime.fromtimestamp(tick.t, dt.UTC).date())
-            if batch_readings >= 50_000:
-                process(batch)
-                batch, batch_readings = [], 0
-            bar.update(i, readings=readings)
-        if batch:
-            process(batch)
-        out.flush()
+            groups: list[list[str]] = []
+            if models and n_workers >= 2:
+                groups = run_parallel(settings, rec, inserter, workers=n_workers,
+                                      on_batch=on_batch, model_batch=mb)
+            else:
+                run_serial(settings, rec, inserter, models=models, on_batch=on_batch,
+                           model_batch=mb)
+        finally:
+            inserter.close()
         bar.close()
-        fixed = repair(store, sorted(days))
+        load_s = time.monotonic() - t0
+        fixed = repair(store, sorted(days), only_mismatched=True)
     finally:
         store.close()
     return {
-        "readings": readings, "rows": dict(out.rows), "invalid_or_late": dict(dead),
+        "readings": readings, "rows": dict(inserter.rows), "invalid_or_late": dict(dead),
         "days": len(days), "days_repaired": fixed, "seconds": round(time.monotonic() - t0, 1),
+        "load_seconds": round(load_s, 1), "insert_seconds": round(inserter.insert_s, 1),
+        "workers": [",".join(g) for g in groups] if groups else ["serial"],
     }
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     summary = backfill(settings, args.recording, models=not args.no_models,
-                       batch_rows=args.batch_rows, progress=not args.quiet)
+                       batch_rows=args.batch_rows, progress=not args.quiet,
+                       workers=args.workers)
     rows = summary["rows"]
     assert isinstance(rows, dict)
     print(f"backfilled {summary['readings']} readings over {summary['days']} day(s) in "

@@ -1,0 +1,422 @@
+"""The engine of ``citybrain backfill``: a recording into the warehouse, serial or in parallel.
+
+Both paths feed the recording's frames, in order and in the same *model batches* (about
+``MODEL_BATCH_READINGS`` readings, cut at tick boundaries), to the stream processor the workers
+run (:func:`streams.app.build_processor`), and store what the sink would store: the valid
+frames' readings (:func:`streams.sink.frame_rows`) and the derived outputs (indicators,
+anomalies, sensor health, district risk, alert events). Inserts are columnar (numpy) and run in
+a background thread (:class:`Inserter`), so ClickHouse works while Python decodes and scores.
+
+**Parallel path** (``workers`` ≥ 2, models on). The per-kind models (detectors, sensor health,
+windows) of different sensor kinds share no state, and a gateway holds sensors of one kind, so
+each worker process owns a group of kinds: it decodes its gateways' frames, stores their
+readings and runs a full :class:`streams.processor.Processor` over them, with the city-wide
+tick switched off. The city-wide part (district risk, alerts, sensor-health reports, city
+indicators) is cross-kind; the coordinator runs it with its own processor after each batch, on
+a copy of exactly the state a tick reads: per kind the health flags (``flag_ts``, ``max_ts``),
+the loops' latest window means and the air stations' window history, and per sensor the risk
+inputs (``score``, ``score_ts``, ``first_ts``); the event-time watermark is the workers'
+maximum. A tick's only side effect on per-kind state (sensor dropouts marked at the tick time)
+is applied by each worker before its next batch, as the serial processor would. Same batches,
+same per-kind updates in the same order, same ticks: the stored rows are those of the serial
+path (``tests/store/test_backfill_parallel.py`` compares them table by table).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import multiprocessing as mp
+import queue
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from config.settings import Settings
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from sensors_sim.recording import Recording
+    from streams.processor import Outputs, Processor
+
+#: readings per call of the processor: about what a worker gets from one Kafka poll round
+#: (ticks, hence district risk and alerts, happen at most once per call)
+MODEL_BATCH_READINGS = 50_000
+#: a tick period that never comes: the workers of the parallel path leave ticks to the
+#: coordinator (finite, so that the processor's ``floor(watermark / tick_s)`` stays 0)
+NO_TICK_S = 1e300
+
+Rows = list[tuple[str, dict[str, np.ndarray]]]
+Frames = list[tuple[str, str, int, bytes]]
+
+
+class TableRows:
+    """Columns per table, concatenated on :meth:`take`."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
+        self.rows = 0
+
+    def add(self, table: str, cols: dict[str, np.ndarray]) -> None:
+        self.parts[table].append(cols)
+        self.rows += len(next(iter(cols.values())))
+
+    def extend(self, rows: Rows) -> None:
+        for table, cols in rows:
+            self.add(table, cols)
+
+    def take(self) -> Rows:
+        out = [(t, concat(parts)) for t, parts in self.parts.items()]
+        self.parts.clear()
+        self.rows = 0
+        return out
+
+
+def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+
+
+class Inserter:
+    """Inserts in a background thread: rows are queued per table and sent when a table holds
+    ``batch_rows`` rows (and at :meth:`close`). The queue is bounded, so a slow store slows
+    the producer instead of filling memory. An insert error is raised by the next call."""
+
+    def __init__(self, store: Any, batch_rows: int, *, max_queued: int = 8) -> None:
+        self.store = store
+        self.batch_rows = max(1, batch_rows)
+        self.rows: Counter[str] = Counter()
+        self.insert_s = 0.0
+        self._q: queue.Queue[Rows | None] = queue.Queue(maxsize=max_queued)
+        self._held: dict[str, TableRows] = defaultdict(TableRows)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="backfill-insert", daemon=True)
+        self._thread.start()
+
+    def put(self, rows: Rows) -> None:
+        if self._error is not None:
+            raise self._error
+        if rows:
+            self._q.put(rows)
+
+    def _insert(self, table: str) -> None:
+        held = self._held[table]
+        if not held.rows:
+            return
+        ((_, cols),) = held.take()
+        t = time.perf_counter()
+        self.rows[table] += self.store.insert(table, cols)
+        self.insert_s += time.perf_counter() - t
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                rows = self._q.get()
+                if rows is None:
+                    break
+                for table, cols in rows:
+                    held = self._held[table]
+                    held.add(table, cols)
+                    if held.rows >= self.batch_rows:
+                        self._insert(table)
+            for table in list(self._held):
+                self._insert(table)
+        except BaseException as exc:  # handed to the producer
+            self._error = exc
+            while True:  # unblock a producer waiting on a full queue
+                try:
+                    if self._q.get_nowait() is None:
+                        break
+                except queue.Empty:
+                    break
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            while self._error is None:
+                try:
+                    self._q.put(None, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+@dataclass
+class Batch:
+    frames: Frames
+    readings: int  # as the recording counts them (invalid frames included)
+    ticks: int  # ticks of the recording read so far
+
+
+def model_batches(rec: Recording, readings: int = MODEL_BATCH_READINGS) -> Iterator[Batch]:
+    """The recording's frames in order, cut after the tick where ``readings`` is reached."""
+    frames: Frames = []
+    n = 0
+    i = 0
+    for i, tick in enumerate(rec.ticks(), start=1):
+        frames.extend(tick.frames)
+        n += sum(f[2] for f in tick.frames)
+        if n >= readings:
+            yield Batch(frames, n, i)
+            frames, n = [], 0
+    if frames or i == 0:
+        yield Batch(frames, n, i)
+
+
+@dataclass
+class Loaded:
+    """What one batch (or one worker's share of it) produced."""
+
+    rows: Rows = field(default_factory=list)
+    readings: int = 0
+    dead: Counter[str] = field(default_factory=Counter)
+    days: set[dt.date] = field(default_factory=set)
+
+
+def load_frames(
+    settings: Settings, validator: Any, processor: Processor | None, frames: Frames,
+    topic_of: Callable[[str], str], offset: int,
+) -> Loaded:
+    """Readings rows of the valid frames and, with a processor, the derived rows of the batch.
+    An invalid frame is counted by reason (like the sink skips it and the worker dead-letters
+    it) and not handed to the processor (which would only dead-letter it again)."""
+    from streams.processor import Message
+    from streams.sink import frame_rows
+
+    out = Loaded()
+    raw = TableRows()
+    msgs = []
+    for domain, gateway, n, value in frames:
+        try:
+            table, cols = frame_rows(value, settings.max_frame_bytes, validator)
+        except Exception as exc:  # FrameError: counted like the sink does
+            out.dead[getattr(exc, "reason", "invalid")] += 1
+            continue
+        raw.add(table, cols)
+        out.readings += n
+        if processor is not None:
+            msgs.append(Message(topic_of(domain), 0, offset, gateway.encode(), value))
+        offset += 1
+    out.rows = raw.take()
+    for _, cols in out.rows:
+        days = np.unique(cols["ts"].astype("datetime64[D]"))
+        out.days.update(d.item() for d in days)
+    if processor is not None and msgs:
+        res = processor.process(msgs)
+        out.rows.extend(derived_rows(res))
+        out.dead.update(res.dead_reasons)
+    return out
+
+
+def derived_rows(res: Outputs) -> Rows:
+    """The processor's encoded outputs as the sink decodes them into rows."""
+    from streams.codecs import decode_table
+    from streams.sink import indicator_rows
+
+    rows: Rows = [indicator_rows(value) for _, value in res.indicators]
+    rows.extend(decode_table(value) for _, value in (*res.anomalies, *res.risk, *res.alerts))
+    return rows
+
+
+# -- serial --------------------------------------------------------------------------------------
+
+
+def run_serial(
+    settings: Settings, rec: Recording, inserter: Inserter, *, models: bool,
+    on_batch: Callable[[Batch, Loaded], None], model_batch: int = MODEL_BATCH_READINGS,
+) -> None:
+    from config.city import load_city
+    from streams.app import build_processor
+    from streams.processor import CityValidator
+
+    processor = build_processor(settings) if models else None
+    validator = processor.validator if processor is not None else CityValidator(
+        load_city(settings.city_file))
+    offset = 0
+    for batch in model_batches(rec, model_batch):
+        loaded = load_frames(settings, validator, processor, batch.frames,
+                             lambda d: settings.topic(f"readings.{d}"), offset)
+        offset += len(batch.frames)
+        inserter.put(loaded.rows)
+        on_batch(batch, loaded)
+
+
+# -- parallel ------------------------------------------------------------------------------------
+
+
+def kind_groups(settings: Settings, n: int) -> list[list[str]]:
+    """Sensor kinds split into ``n`` groups of about equal reading rates (largest first)."""
+    from config.city import load_city
+
+    city = load_city(settings.city_file)
+    rate: dict[str, float] = defaultdict(float)
+    for g in city.gateways:
+        for s in g.sensors:
+            rate[g.kind] += 1.0 / max(float(s.interval_s), 1e-3)
+    groups: list[list[str]] = [[] for _ in range(max(1, min(n, len(rate))))]
+    load = [0.0] * len(groups)
+    for kind, r in sorted(rate.items(), key=lambda kv: (-kv[1], kv[0])):
+        i = load.index(min(load))
+        groups[i].append(kind)
+        load[i] += r
+    return [sorted(g) for g in groups]
+
+
+def _tick_state(processor: Processor, kinds: list[str]) -> dict[str, Any]:
+    """What a city tick reads of ``kinds``' models (see the module docstring)."""
+    m = processor.models
+    assert m is not None
+    idx = np.concatenate([m.kinds[k].global_index for k in kinds])
+    state: dict[str, Any] = {
+        "idx": idx,
+        "watermark": m.watermark,
+        "risk": (m.risk.score[idx], m.risk.score_ts[idx], m.risk.first_ts[idx]),
+        "kinds": {},
+    }
+    for k in kinds:
+        km = m.kinds[k]
+        s: dict[str, Any] = {"flag_ts": km.health.flag_ts, "max_ts": km.health.max_ts}
+        if k == "loop":
+            s["latest_mean"] = km.latest_mean
+        if k == "air":
+            s["hist"] = km.spatial.windows.hist
+        state["kinds"][k] = s
+    return state
+
+
+def _set_tick_state(processor: Processor, state: dict[str, Any]) -> None:
+    m = processor.models
+    assert m is not None
+    idx = state["idx"]
+    m.risk.score[idx], m.risk.score_ts[idx], m.risk.first_ts[idx] = state["risk"]
+    m.watermark = max(m.watermark, float(state["watermark"]))
+    for k, s in state["kinds"].items():
+        km = m.kinds[k]
+        km.health.flag_ts = s["flag_ts"]
+        km.health.max_ts = s["max_ts"]
+        if "latest_mean" in s:
+            km.latest_mean = s["latest_mean"]
+        if "hist" in s:
+            km.spatial.windows.hist = s["hist"]
+
+
+def _worker(conn: Connection, settings: Settings, kinds: list[str]) -> None:
+    """One worker process: its kinds' frames in, rows and tick state out, batch by batch."""
+    from streams.app import build_processor
+
+    try:
+        processor = build_processor(settings)
+        processor.tick_s = NO_TICK_S
+        m = processor.models
+        assert m is not None
+        mine = [k for k in kinds if k in m.kinds]
+        while True:
+            msg = conn.recv()
+            if msg is None:
+                break
+            tick_at, frames, offset = msg
+            if tick_at is not None:  # the coordinator ticked after the previous batch
+                for k in mine:
+                    m.kinds[k].health.dropouts(tick_at)
+            loaded = load_frames(settings, processor.validator, processor, frames,
+                                 lambda d: settings.topic(f"readings.{d}"), offset)
+            conn.send(("ok", loaded, _tick_state(processor, mine)))
+    except BaseException as exc:  # reported to the coordinator, which raises it
+        import traceback
+
+        with contextlib.suppress(OSError):
+            conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", None))
+    finally:
+        conn.close()
+
+
+def run_parallel(
+    settings: Settings, rec: Recording, inserter: Inserter, *, workers: int,
+    on_batch: Callable[[Batch, Loaded], None], model_batch: int = MODEL_BATCH_READINGS,
+) -> list[list[str]]:
+    """Returns the kind groups, one per worker process."""
+    from config.city import load_city
+    from streams.app import build_processor
+    from streams.processor import Outputs
+
+    groups = kind_groups(settings, workers)
+    city = load_city(settings.city_file)
+    owner = {g.id: i for i, grp in enumerate(groups) for g in city.gateways if g.kind in grp}
+    coordinator = build_processor(settings)
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    conns: list[Connection] = []
+    procs = []
+    for grp in groups:
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=_worker, args=(child, settings, grp), daemon=True,
+                        name=f"backfill-{'+'.join(grp)}")
+        p.start()
+        child.close()
+        conns.append(parent)
+        procs.append(p)
+
+    def send(batch: Batch, tick_at: float | None, offset: int) -> None:
+        shares: list[Frames] = [[] for _ in groups]
+        for f in batch.frames:
+            shares[owner.get(f[1], 0)].append(f)  # unknown gateways: worker 0 rejects them
+        for c, share in zip(conns, shares, strict=True):
+            c.send((tick_at, share, offset))
+
+    try:
+        batches = model_batches(rec, model_batch)
+        first = next(batches)
+        offset = 0
+        send(first, None, offset)
+        current: Batch | None = first
+        while current is not None:
+            loaded = Loaded()
+            for c, p in zip(conns, procs, strict=True):
+                try:
+                    status, part, state = c.recv()
+                except EOFError:
+                    raise RuntimeError(f"backfill worker {p.name} died "
+                                       f"(exit code {p.exitcode})") from None
+                if status != "ok":
+                    raise RuntimeError(f"backfill worker {p.name} failed: {part}")
+                _set_tick_state(coordinator, state)
+                loaded.rows.extend(part.rows)
+                loaded.readings += part.readings
+                loaded.dead.update(part.dead)
+                loaded.days |= part.days
+            before = coordinator.next_tick
+            out = Outputs()
+            coordinator._maybe_tick(out)
+            ticked = before is not None and coordinator.next_tick != before
+            # the tick's time, as the processor computed it (the boundary the watermark passed)
+            wm = coordinator.models.watermark  # type: ignore[union-attr]
+            tick_at = float(np.floor(wm / coordinator.tick_s) * coordinator.tick_s) if ticked \
+                else None
+            nxt = next(batches, None)
+            offset += len(current.frames)
+            if nxt is not None:  # the workers start on it while the tick's rows are stored
+                send(nxt, tick_at, offset)
+            loaded.rows.extend(derived_rows(out))
+            inserter.put(loaded.rows)
+            on_batch(current, loaded)
+            current = nxt
+        for c in conns:
+            c.send(None)
+        for p in procs:
+            p.join(timeout=30)
+    finally:
+        for c in conns:
+            c.close()
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+    return groups
