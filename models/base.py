@@ -136,37 +136,134 @@ def flat_rows(idx: np.ndarray, m: int) -> np.ndarray:
     return (idx[:, None] * m + np.arange(m)).reshape(-1)
 
 
-def put_rows(arr: np.ndarray, flat: np.ndarray, values: np.ndarray) -> None:
-    """``arr[idx] = values`` for a C-contiguous ``arr`` through :func:`flat_rows` positions:
-    numpy's row-wise fancy assignment is several times slower than a flat one."""
+def put_rows(arr: np.ndarray, flat: np.ndarray | slice, values: np.ndarray) -> None:
+    """``arr[idx] = values`` for a C-contiguous ``arr`` through :func:`flat_rows` positions
+    (or a :func:`row_index` slice): numpy's row-wise fancy assignment is several times slower
+    than a flat one."""
     arr.reshape(-1)[flat] = values.reshape(-1)
 
 
-def occurrence_rounds(sensor: np.ndarray) -> list[np.ndarray]:
+def contiguous(idx: np.ndarray) -> slice | None:
+    """``slice(a, a + k)`` when ``idx`` is exactly ``a, a+1, ..., a+k-1``, else None. Cheap to
+    ask: most non-ranges are rejected by their end points."""
+    k = idx.shape[0]
+    if k == 0:
+        return None
+    a = int(idx[0])
+    if int(idx[-1]) - a != k - 1:
+        return None
+    if k > 2 and not bool((idx[1:] - idx[:-1] == 1).all()):
+        return None
+    return slice(a, a + k)
+
+
+def row_index(idx: np.ndarray, m: int) -> np.ndarray | slice:
+    """Positions of rows ``idx`` in a flattened C-contiguous ``(n, m)`` array for
+    :func:`put_rows`: a slice when ``idx`` is a contiguous range (a plain copy, no gather),
+    else :func:`flat_rows`."""
+    sl = contiguous(idx)
+    if sl is None:
+        return flat_rows(idx, m)
+    return slice(sl.start * m, sl.stop * m)
+
+
+def take_rows(arr: np.ndarray, idx: np.ndarray, sl: slice | None) -> np.ndarray:
+    """``arr[idx]`` (a fresh array) for a C-contiguous ``arr``; ``sl`` = :func:`contiguous`
+    of ``idx`` turns the gather into a slice copy."""
+    if sl is not None:
+        return arr[sl].copy()
+    return arr.take(idx, axis=0)
+
+
+def any_rows(a: np.ndarray) -> np.ndarray:
+    """``a.any(axis=1)`` for a 2-D bool array; column by column when it is narrow (numpy's
+    reduction along a short last axis is an order of magnitude slower)."""
+    m = a.shape[1]
+    if m == 0 or m > 8:
+        return np.asarray(a.any(axis=1))
+    out = a[:, 0].copy()
+    for j in range(1, m):
+        out |= a[:, j]
+    return out
+
+
+def all_rows(a: np.ndarray) -> np.ndarray:
+    """``a.all(axis=1)`` for a 2-D bool array (see :func:`any_rows`)."""
+    m = a.shape[1]
+    if m == 0 or m > 8:
+        return np.asarray(a.all(axis=1))
+    out = a[:, 0].copy()
+    for j in range(1, m):
+        out &= a[:, j]
+    return out
+
+
+def select(cond: np.ndarray, a: Any, b: Any) -> np.ndarray:
+    """``np.where(cond, a, b)``, skipping the element-wise pass when ``cond`` is all True or
+    all False (the usual case in a stream). The result may be ``a`` or ``b`` itself (not a
+    copy): callers must not write into it."""
+    if cond.all():
+        r = a
+    elif not cond.any():
+        r = b
+    else:
+        return np.where(cond, a, b)
+    shape = np.broadcast_shapes(np.shape(cond), np.shape(a), np.shape(b))
+    dtype = np.result_type(a, b)
+    if not isinstance(r, np.ndarray) or r.shape != shape or r.dtype != dtype:
+        r = np.broadcast_to(np.asarray(r, dtype=dtype), shape).copy()
+    return r
+
+
+Rows = np.ndarray | slice
+
+
+def occurrence_rounds(sensor: np.ndarray) -> list[Rows]:
     """Split positions into rounds in which every sensor occurs at most once.
 
     Round ``r`` holds, in batch order, the ``r``-th reading of every sensor that has more than
     ``r`` readings in the batch. Processing the rounds in order with vectorised per-sensor
     updates gives exactly the result of processing the readings one by one: this is what makes
     every detector independent of batch boundaries.
+
+    A round is a ``slice`` when its positions are contiguous (a batch made of consecutive
+    reporting intervals of the same sensors: every round is one interval), else an index
+    array; both index arrays the same way.
     """
     n = sensor.shape[0]
     if n == 0:
         return []
+    # fast path: the batch is k sweeps over the same distinct sensors, in the same order
+    first = np.flatnonzero(sensor == sensor[0])
+    k = int(first[1]) if first.shape[0] > 1 else n
+    if n % k == 0 and first.shape[0] == n // k:
+        head = sensor[:k]
+        same = k == n or bool((sensor.reshape(-1, k) == head).all())
+        if same:
+            srt = np.sort(head)
+            if k == 1 or bool((srt[1:] != srt[:-1]).all()):
+                return [slice(a, a + k) for a in range(0, n, k)]
     order = np.argsort(sensor, kind="stable")
     s = sensor[order]
     new = np.empty(n, dtype=bool)
     new[0] = True
     np.not_equal(s[1:], s[:-1], out=new[1:])
     if new.all():
-        return [np.arange(n)]
+        return [slice(0, n)]
     starts = np.flatnonzero(new)
     group_start = np.repeat(starts, np.diff(np.append(starts, n)))
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n) - group_start
     by_rank = np.argsort(rank, kind="stable")
     counts = np.bincount(rank)
-    return np.split(by_rank, np.cumsum(counts)[:-1])
+    out: list[Rows] = []
+    a = 0
+    for c in counts.tolist():
+        r = by_rank[a : a + c]
+        a += c
+        # positions of a round ascend: contiguous exactly when last - first == size - 1
+        out.append(slice(int(r[0]), int(r[0]) + c) if int(r[-1]) - int(r[0]) == c - 1 else r)
+    return out
 
 
 class PerSensorState:

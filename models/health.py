@@ -31,11 +31,16 @@ from models.base import (
     Batch,
     ModelsError,
     PerSensorState,
+    Rows,
+    all_rows,
+    any_rows,
     check_int,
     check_positive,
+    contiguous,
     flat_rows,
     occurrence_rounds,
     put_rows,
+    take_rows,
 )
 
 OUT_OF_RANGE = 1
@@ -135,14 +140,13 @@ class SensorHealth(PerSensorState):
         (local index x metric), checked for the batch's sensors."""
         if batch.values.shape[1] != self.n_metrics:
             raise ModelsError(f"SensorHealth: expected {self.n_metrics} metrics")
-        n = len(batch)
-        flags = np.zeros(n, dtype=np.uint16)
         x_all = batch.values
-        oor = ((x_all < self.lo) | (x_all > self.hi)).any(axis=1)
-        flags[oor] |= OUT_OF_RANGE
+        oor = any_rows((x_all < self.lo) | (x_all > self.hi))
+        flags = oor.astype(np.uint16) * np.uint16(OUT_OF_RANGE)
         if drift is not None:
-            dz = np.abs(drift.take(batch.sensor, axis=0))
-            flags[(dz >= self.drift_z).any(axis=1)] |= DRIFT  # NaN compares False
+            drifting = any_rows(np.abs(drift) >= self.drift_z)  # per sensor; NaN compares False
+            if drifting.any():
+                flags[drifting[batch.sensor]] |= DRIFT
         for r in occurrence_rounds(batch.sensor):
             flags[r] |= self._round(batch, r)
         # remember when each flag fired, per sensor (the quality flag)
@@ -154,64 +158,77 @@ class SensorHealth(PerSensorState):
                 np.fmax.at(self.flag_ts[:, b], batch.sensor[hit], batch.ts[hit])
         return flags
 
-    def _round(self, batch: Batch, r: np.ndarray) -> np.ndarray:
+    def _round(self, batch: Batch, r: Rows) -> np.ndarray:
         s = batch.sensor[r]
         t = batch.ts[r]
         x = batch.values[r]
         m = self.n_metrics
-        fs = flat_rows(s, m)
+        sl = contiguous(s)  # a round over a range of sensors: slices instead of gathers
+        ix: Rows = s if sl is None else sl
+        fs = flat_rows(s, m) if sl is None else slice(sl.start * m, sl.stop * m)
         out = np.zeros(s.shape[0], dtype=np.uint16)
-        prev = self.last_x.take(s, axis=0)
-        last_ts = self.last_ts[s]
-        max_ts = self.max_ts[s]
+        prev = take_rows(self.last_x, s, sl)
+        last_ts = take_rows(self.last_ts, s, sl)
+        max_ts = take_rows(self.max_ts, s, sl)
         # duplicate / out of order
         if batch.seq is not None:
             q = batch.seq[r]
-            dup = (self.seqs.take(s, axis=0) == q[:, None]).any(axis=1)
+            dup = any_rows(take_rows(self.seqs, s, sl) == q[:, None])
         else:
-            same_x = ((x == prev) | (np.isnan(x) & np.isnan(prev))).all(axis=1)
-            dup = (t == last_ts) & same_x
-        ooo = ~dup & (t < max_ts)
+            dup = t == last_ts
+            if dup.any():
+                dup &= all_rows((x == prev) | (np.isnan(x) & np.isnan(prev)))
+        ooo = (t < max_ts) & ~dup
         any_dup = bool(dup.any())
         if any_dup:
             out[dup] |= DUPLICATE
-        out[ooo] |= OUT_OF_ORDER
+        if ooo.any():
+            out[ooo] |= OUT_OF_ORDER
         fresh = ~dup
         # stuck: identical to the previous reading on every judged metric
         cols = self._stuck_cols
         if cols.all():
-            same = (x == prev).all(axis=1)
+            same = all_rows(x == prev)
         else:
-            same = (x[:, cols] == prev[:, cols]).all(axis=1) & ~np.isnan(x[:, cols]).any(axis=1)
-        run = np.where(same, self.run[s] + 1, 0)
-        out[fresh & (run >= self.stuck_readings - 1)] |= STUCK
+            same = all_rows(x[:, cols] == prev[:, cols]) & ~any_rows(np.isnan(x[:, cols]))
+        run = (take_rows(self.run, s, sl) + 1) * same
+        stuck = fresh & (run >= self.stuck_readings - 1)
+        if stuck.any():
+            out[stuck] |= STUCK
         # spike: a big jump that reverts (opposite sign, similar size) right after another
         d = x - prev
-        typical = self.step.take(s, axis=0)
-        big = np.abs(d) > self.spike_k * (typical + 1e-9) + 1e-9
-        nstep = self.nstep[s]
+        absd = np.abs(d)
+        typical = take_rows(self.step, s, sl)
+        big = absd > self.spike_k * (typical + 1e-9) + 1e-9
+        nstep = take_rows(self.nstep, s, sl)
         warm = (typical > 0) & (nstep >= SPIKE_WARMUP)[:, None]
         bw = big & warm
-        prev_jump = self.jump.take(s, axis=0)
-        if bw.any():
+        prev_jump = take_rows(self.jump, s, sl)
+        any_bw = bool(bw.any())
+        if any_bw:
             reverts = (
                 bw
                 & (prev_jump != 0)
                 & (np.sign(d) == -np.sign(prev_jump))
-                & (np.abs(d) > 0.5 * np.abs(prev_jump))
+                & (absd > 0.5 * np.abs(prev_jump))
             )
-            out[fresh & reverts.any(axis=1)] |= SPIKE
+            out[fresh & any_rows(reverts)] |= SPIKE
             new_jump = np.where(bw & ~reverts, d, 0.0)
         else:
             new_jump = np.zeros_like(d)
-        absd = np.abs(d)
         nan_d = np.isnan(absd)
-        ok = fresh & ~nan_d.all(axis=1)
+        any_nan = bool(nan_d.any())
+        ok = fresh & ~all_rows(nan_d) if any_nan else fresh
         # learn the typical step from ordinary steps only
-        absd[nan_d] = 0.0
+        if any_nan:
+            absd[nan_d] = 0.0
         a = 0.05
-        upd = np.where(bw, typical, typical + a * (absd - typical))
-        upd = np.where(typical == 0, absd, upd)
+        upd = typical + a * (absd - typical)
+        if any_bw:
+            upd = np.where(bw, typical, upd)
+        zero = typical == 0
+        if zero.any():
+            upd = np.where(zero, absd, upd)
         all_ok = bool(ok.all())
         if all_ok:
             put_rows(self.step, fs, upd)
@@ -220,21 +237,25 @@ class SensorHealth(PerSensorState):
             okc = ok[:, None]
             put_rows(self.step, fs, np.where(okc, upd, typical))
             put_rows(self.jump, fs, np.where(okc, new_jump, prev_jump))
-        self.nstep[s] = nstep + ok
+        self.nstep[ix] = nstep + ok
         if any_dup:
-            self.run[s] = np.where(fresh, run, self.run[s])
+            self.run[ix] = np.where(fresh, run, take_rows(self.run, s, sl))
             put_rows(self.last_x, fs, np.where(fresh[:, None], x, prev))
-            self.last_ts[s] = np.where(fresh, t, last_ts)
+            self.last_ts[ix] = np.where(fresh, t, last_ts)
         else:
-            self.run[s] = run
+            self.run[ix] = run
             put_rows(self.last_x, fs, x)
-            self.last_ts[s] = t
-        self.max_ts[s] = np.fmax(max_ts, t)
+            self.last_ts[ix] = t
+        self.max_ts[ix] = np.fmax(max_ts, t)
         if batch.seq is not None:
             q = batch.seq[r]
-            pos = self.seq_n[s] % SEQ_RING
-            self.seqs[s[fresh], pos[fresh]] = q[fresh]
-            self.seq_n[s] += fresh
+            seq_n = take_rows(self.seq_n, s, sl)
+            pos = s * SEQ_RING + seq_n % SEQ_RING
+            if any_dup:
+                self.seqs.reshape(-1)[pos[fresh]] = q[fresh]
+            else:
+                self.seqs.reshape(-1)[pos] = q
+            self.seq_n[ix] = seq_n + fresh
         return out
 
     def dropouts(self, watermark: float) -> np.ndarray:

@@ -27,9 +27,11 @@ from models.base import (
     check_int,
     check_positive,
     check_range,
+    contiguous,
     flat_rows,
     occurrence_rounds,
     put_rows,
+    take_rows,
 )
 
 NO_WINDOW = np.iinfo(np.int64).min // 4
@@ -249,14 +251,18 @@ class WindowAggregator(PerSensorState):
             )
             sm[pos] += np.bincount(idx, weights=vz.reshape(-1), minlength=k * m)
             sq[pos] += np.bincount(idx, weights=(vz * vz).reshape(-1), minlength=k * m)
-        else:  # dense: one bincount per quantity over every (slot, metric)
-            idx = flat_rows(flat, m)
+        else:  # dense: one bincount per quantity and metric over every slot
+            cnt2 = cnt.reshape(size, m)
+            sm2 = sm.reshape(size, m)
+            sq2 = sq.reshape(size, m)
             if all_valid:
-                cnt += np.bincount(idx, minlength=size * m)
-            else:
-                cnt += np.bincount(idx[valid.reshape(-1)], minlength=size * m)
-            sm += np.bincount(idx, weights=vz.reshape(-1), minlength=size * m)
-            sq += np.bincount(idx, weights=(vz * vz).reshape(-1), minlength=size * m)
+                cnt2 += np.bincount(flat, minlength=size)[:, None]
+            for j in range(m):
+                if not all_valid:
+                    cnt2[:, j] += np.bincount(flat[valid[:, j]], minlength=size)
+                col = vz[:, j]
+                sm2[:, j] += np.bincount(flat, weights=col, minlength=size)
+                sq2[:, j] += np.bincount(flat, weights=col * col, minlength=size)
         if self.minmax:
             np.minimum.at(self.vmin, (s, slot), np.where(valid, v, np.inf))
             np.maximum.at(self.vmax, (s, slot), np.where(valid, v, -np.inf))
@@ -308,15 +314,23 @@ class WindowAggregator(PerSensorState):
         hist = self.hist.reshape(-1, m)
         for r in occurrence_rounds(s):
             rs = s[r]
-            fr = flat_rows(rs, m)
+            sl = contiguous(rs)
+            fr = flat_rows(rs, m) if sl is None else slice(sl.start * m, sl.stop * m)
             mr = mean[r]
-            old = self.ewma_.take(rs, axis=0)
-            new = np.where(np.isnan(old), mr, np.where(np.isnan(mr), old, a * mr + (1 - a) * old))
+            old = take_rows(self.ewma_, rs, sl)
+            nan_old = np.isnan(old)
+            nan_mr = np.isnan(mr)
+            new = a * mr + (1 - a) * old
+            if nan_old.any() or nan_mr.any():
+                new = np.where(nan_old, mr, np.where(nan_mr, old, new))
             put_rows(self.ewma_, fr, new)
             ewma[r] = new
-            hpos = self.hpos[rs]
-            put_rows(hist, flat_rows(rs * self.history + hpos % self.history, m), mr)
-            self.hpos[rs] = hpos + 1
+            hpos = take_rows(self.hpos, rs, sl)
+            if self.history == 1:
+                put_rows(hist, fr, mr)
+            else:
+                put_rows(hist, flat_rows(rs * self.history + hpos % self.history, m), mr)
+            self.hpos[rs if sl is None else sl] = hpos + 1
             if self.history == 1:
                 p50[r] = mr
                 p90[r] = mr
