@@ -45,9 +45,19 @@ def combine_calibrate(u: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np
     """:func:`combine_metrics` of ``calibrate(u, scale)`` (NaN = not scored), computed on
     ``|u|`` first: calibration is monotonic, so only the best metric is calibrated."""
     a = np.abs(u)
-    filled = np.where(np.isnan(a), -1.0, a)
-    metric = np.argmax(filled, axis=1)
-    best = np.take_along_axis(filled, metric[:, None], axis=1)[:, 0]
+    nan = np.isnan(a)
+    filled = np.where(nan, -1.0, a) if nan.any() else a
+    m = filled.shape[1]
+    if 1 <= m <= 8:  # argmax column by column: numpy's reduction over a short axis is slow
+        best = filled[:, 0].copy()
+        metric = np.zeros(filled.shape[0], dtype=np.int64)
+        for j in range(1, m):
+            col = filled[:, j]
+            np.copyto(metric, j, where=col > best)  # strict: the first maximum wins
+            np.maximum(best, col, out=best)
+    else:
+        metric = np.argmax(filled, axis=1)
+        best = np.take_along_axis(filled, metric[:, None], axis=1)[:, 0]
     none = best < 0
     score = calibrate(best, scale)
     if none.any():

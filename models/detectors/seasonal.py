@@ -33,12 +33,16 @@ from models.base import (
     DetectorResult,
     ModelsError,
     PerSensorState,
+    any_rows,
     check_int,
     check_positive,
     check_range,
+    contiguous,
     flat_rows,
     occurrence_rounds,
     put_rows,
+    select,
+    take_rows,
 )
 from models.detectors.calibration import combine_calibrate, smooth_weight
 
@@ -192,35 +196,45 @@ class SeasonalDetector(PerSensorState):
 
     def _round(self, s: np.ndarray, t: np.ndarray, x: np.ndarray, slot: np.ndarray) -> np.ndarray:
         # one vectorised step for readings of distinct sensors; (sensor, slot) state is read
-        # and written through a flat index (much cheaper than 2-D fancy indexing)
+        # and written through a flat index (much cheaper than 2-D fancy indexing), per-sensor
+        # state through slices when the round covers a range of sensors; np.where passes are
+        # skipped when their condition is uniform (``select``)
         m = self.n_metrics
         fi = s * self.med.shape[1] + slot
         ff = flat_rows(fi, m)
-        fs = flat_rows(s, m)
-        med_f = self.med.reshape(-1, m)
-        mad_f = self.mad.reshape(-1, m)
-        cnt_f = self.cnt.reshape(-1, m)
+        sl = contiguous(s)
+        fs = flat_rows(s, m) if sl is None else slice(sl.start * m, sl.stop * m)
         floor_abs = self._floor
-        med = med_f.take(fi, axis=0)
-        mad = mad_f.take(fi, axis=0)
-        cnt = cnt_f.take(fi, axis=0)
-        lvl = self.lvl.take(s, axis=0)
-        slope = self.slope.take(s, axis=0)
-        dev = self.dev.take(s, axis=0)
-        lcnt = self.lcnt.take(s, axis=0)
-        last = self.last_ts[s]
+        med = self.med.reshape(-1, m).take(fi, axis=0)
+        mad = self.mad.reshape(-1, m).take(fi, axis=0)
+        cnt = self.cnt.reshape(-1, m).take(fi, axis=0)
+        lvl = take_rows(self.lvl, s, sl)
+        slope = take_rows(self.slope, s, sl)
+        dev = take_rows(self.dev, s, sl)
+        lcnt = take_rows(self.lcnt, s, sl)
+        last = take_rows(self.last_ts, s, sl)
         first_seen = np.isnan(last)
-        dt = np.where(first_seen, 0.0, t - last)
+        any_first = bool(first_seen.any())
+        dt = np.where(first_seen, 0.0, t - last) if any_first else t - last
         dtp = np.maximum(dt, 0.0)[:, None]
         has = ~np.isnan(x)
         if self.skip:
             has &= self._active
         all_has = bool(has.all())
         started = lcnt > 0
-        pred = np.where(started, lvl + slope * dtp, x)
+        pred = select(started, lvl + slope * dtp, x)
         warm = cnt >= self.min_count
-        base = np.where(warm, med, pred)
-        sig = np.where(warm, MAD_TO_SIGMA * mad, MEANDEV_TO_SIGMA * dev)
+        all_warm = bool(warm.all())
+        none_warm = not all_warm and not warm.any()
+        if all_warm:
+            base = med
+            sig = MAD_TO_SIGMA * mad
+        elif none_warm:
+            base = pred
+            sig = MEANDEV_TO_SIGMA * dev
+        else:
+            base = np.where(warm, med, pred)
+            sig = np.where(warm, MAD_TO_SIGMA * mad, MEANDEV_TO_SIGMA * dev)
         sig += self.scale_floor * np.abs(base) + floor_abs
         scorable = warm | (lcnt >= self.min_count)
         if not all_has:
@@ -228,14 +242,15 @@ class SeasonalDetector(PerSensorState):
         z = np.minimum(np.maximum((x - base) / sig, -Z_CLIP), Z_CLIP)
         # exponential smoothing of z in event time, then standardisation of the smoothed value
         a1 = smooth_weight(dt, self.smooth_halflife_s)
-        a1[first_seen] = 1.0
+        if any_first:
+            a1[first_seen] = 1.0
         a = a1[:, None]
-        zs_old = self.zs.take(s, axis=0)
-        zs_new = np.where(np.isnan(zs_old), z, zs_old + a * (z - zs_old))
-        zs_new = np.where(scorable, zs_new, zs_old)
+        zs_old = take_rows(self.zs, s, sl)
+        zs_new = select(np.isnan(zs_old), z, zs_old + a * (z - zs_old))
+        zs_new = select(scorable, zs_new, zs_old)
         a_eff = np.maximum(a, 1e-6)
         u = zs_new * np.sqrt((2.0 - a_eff) / a_eff)
-        out = np.where(scorable, u, np.nan)  # calibrated after the max over metrics
+        out = select(scorable, u, np.nan)  # calibrated after the max over metrics
         put_rows(self.zs, fs, zs_new)
 
         # --- learn: short-term level (Holt, clipped) -----------------------------------
@@ -244,26 +259,44 @@ class SeasonalDetector(PerSensorState):
         res = x - pred
         rc = np.minimum(np.maximum(res, -lim), lim)
         new_lvl = pred + eta_l * rc
-        new_slope = np.where(lcnt > 1, slope + 0.5 * eta_l * eta_l * rc / np.maximum(dtp, 1.0), 0.0)
-        new_dev = np.where(started, dev + eta_l * (np.minimum(np.abs(res), lim) - dev), 0.0)
+        trend = lcnt > 1
+        if trend.any():
+            new_slope = select(
+                trend, slope + 0.5 * eta_l * eta_l * rc / np.maximum(dtp, 1.0), 0.0
+            )
+        else:
+            new_slope = np.zeros_like(rc)
+        if started.any():
+            new_dev = select(started, dev + eta_l * (np.minimum(np.abs(res), lim) - dev), 0.0)
+        else:
+            new_dev = np.zeros_like(rc)
 
         # --- learn: stochastic-approximation median and MAD of the slot --------------------
-        eta = np.maximum(self.learning_rate, 1.0 / (cnt + 1.0))
-        step = eta * (
-            # (med is NaN only where cnt == 0, and those entries take the `first` branch)
-            MAD_TO_SIGMA * mad + self.scale_floor * np.abs(med) + floor_abs
-        )
         first = cnt == 0
-        r0 = x - med
-        new_med = np.where(first, x, med + step * np.sign(r0))
-        mad_init = dev * (MEANDEV_TO_SIGMA / MAD_TO_SIGMA)
-        new_mad = np.where(first, mad_init, np.maximum(mad + step * np.sign(np.abs(r0) - mad), 0.0))
+        all_first = bool(first.all())
+        if all_first:
+            new_med = x
+            new_mad = dev * (MEANDEV_TO_SIGMA / MAD_TO_SIGMA)
+        else:
+            eta = np.maximum(self.learning_rate, 1.0 / (cnt + 1.0))
+            step = eta * (
+                # (med is NaN only where cnt == 0, and those entries take the `first` branch)
+                MAD_TO_SIGMA * mad + self.scale_floor * np.abs(med) + floor_abs
+            )
+            r0 = x - med
+            new_med = select(first, x, med + step * np.sign(r0))
+            new_mad = select(
+                first,
+                dev * (MEANDEV_TO_SIGMA / MAD_TO_SIGMA),
+                np.maximum(mad + step * np.sign(np.abs(r0) - mad), 0.0),
+            )
         if not all_has:
             new_lvl = np.where(has, new_lvl, lvl)
             new_slope = np.where(has, new_slope, slope)
             new_dev = np.where(has, new_dev, dev)
             new_med = np.where(has, new_med, med)
             new_mad = np.where(has, new_mad, mad)
+        ix = s if sl is None else sl
         put_rows(self.lvl, fs, new_lvl)
         put_rows(self.slope, fs, new_slope)
         put_rows(self.dev, fs, new_dev)
@@ -271,7 +304,7 @@ class SeasonalDetector(PerSensorState):
         put_rows(self.med, ff, new_med)
         put_rows(self.mad, ff, new_mad)
         put_rows(self.cnt, ff, cnt + has)
-        self.last_ts[s] = (
-            np.where(has.any(axis=1), np.fmax(last, t), last) if not all_has else np.fmax(last, t)
+        self.last_ts[ix] = (
+            np.where(any_rows(has), np.fmax(last, t), last) if not all_has else np.fmax(last, t)
         )
         return out

@@ -31,9 +31,12 @@ from models.base import (
     check_int,
     check_positive,
     check_range,
+    contiguous,
     flat_rows,
     occurrence_rounds,
     put_rows,
+    select,
+    take_rows,
 )
 from models.detectors.calibration import combine_calibrate, smooth_weight
 from models.detectors.seasonal import MEANDEV_TO_SIGMA, Z_CLIP, metric_floors
@@ -56,7 +59,10 @@ def nan_median_rows(a: np.ndarray) -> np.ndarray:
         srt = np.sort(a, axis=-1)
         cols = [srt[..., i] for i in range(k)]
     else:
-        cols = [np.where(nan[..., i], np.inf, a[..., i]) for i in range(k)]
+        if nan.any():
+            cols = [np.where(nan[..., i], np.inf, a[..., i]) for i in range(k)]
+        else:
+            cols = [a[..., i] for i in range(k)]
         for rnd in range(k):
             for i in range(rnd % 2, k - 1, 2):
                 lo = np.minimum(cols[i], cols[i + 1])
@@ -210,10 +216,10 @@ class SpatialDetector(PerSensorState):
             if self.skip:
                 valid &= self._active
             ok = (ocnt_s >= self.min_count) & valid
-            scores[sl] = np.where(ok, z, np.nan)  # calibrated after the max over metrics
+            scores[sl] = select(ok, z, np.nan)  # calibrated after the max over metrics
             # the reading-level spread is learned when the next window closes
             learn = valid & (ocnt_s > 0)
-            w = np.where(learn, np.minimum(np.abs(res), CLIP * sig_s), 0.0)
+            w = select(learn, np.minimum(np.abs(res), CLIP * sig_s), 0.0)
             self._add_rows(s, w, learn)
         self.last_rows = WindowRows.concat(rows, self.n_metrics)
         self.last_late = late
@@ -235,7 +241,9 @@ class SpatialDetector(PerSensorState):
         rs = self.rsum.reshape(-1)
         rc = self.rcnt.reshape(-1)
         for r in occurrence_rounds(s):
-            fs = flat_rows(s[r], m)
+            sr = s[r]
+            c = contiguous(sr)
+            fs = flat_rows(sr, m) if c is None else slice(c.start * m, c.stop * m)
             rs[fs] += w[r].reshape(-1)
             rc[fs] += learn[r].reshape(-1)
 
@@ -249,40 +257,42 @@ class SpatialDetector(PerSensorState):
             s = rows.sensor[a:b]
             x = rows.mean[a:b]
             t = float(starts[a])
-            fs = flat_rows(s, m)
-            scratch[s] = x
-            nb = self.neighbours.take(s, axis=0)  # -1 pads index the NaN row
-            vals = scratch.take(nb, axis=0)  # (k, nb, m)
+            c = contiguous(s)  # a range of sensors: slices instead of gathers
+            ix = s if c is None else c
+            fs = flat_rows(s, m) if c is None else slice(c.start * m, c.stop * m)
+            scratch[ix] = x
+            nb = self.neighbours[c] if c is not None else self.neighbours.take(s, axis=0)
+            vals = scratch.take(nb, axis=0)  # (k, nb, m); -1 pads index the NaN row
             med = nan_median_rows(vals.transpose(0, 2, 1))
-            scratch[s] = np.nan
+            scratch[ix] = np.nan
             d = x - med
             ok = ~np.isnan(d)
-            cnt = self.ocnt.take(s, axis=0)
-            off = self.off.take(s, axis=0)
-            odev = self.odev.take(s, axis=0)
-            drift = self.drift.take(s, axis=0)
+            cnt = take_rows(self.ocnt, s, c)
+            off = take_rows(self.off, s, c)
+            odev = take_rows(self.odev, s, c)
+            drift = take_rows(self.drift, s, c)
             sig = MEANDEV_TO_SIGMA * odev + self.scale_floor * np.abs(med) + self._floor
             res = d - off
-            z = np.clip(res / sig, -Z_CLIP, Z_CLIP)
+            z = np.minimum(np.maximum(res / sig, -Z_CLIP), Z_CLIP)
             warm = cnt >= self.min_count
             # drift: slow average of the (moderately clipped) window z, once the offset is known
-            zd = np.clip(z, -DRIFT_CLIP, DRIFT_CLIP)
-            dts_prev = self.drift_ts[s]
+            zd = np.minimum(np.maximum(z, -DRIFT_CLIP), DRIFT_CLIP)
+            dts_prev = take_rows(self.drift_ts, s, c)
             dts = np.where(np.isnan(dts_prev), 0.0, t - dts_prev)
             wd = smooth_weight(dts, self.drift_halflife_s)[:, None]
-            put_rows(self.drift, fs, np.where(ok & warm, drift + wd * (zd - drift), drift))
-            self.drift_ts[s] = t
+            put_rows(self.drift, fs, select(ok & warm, drift + wd * (zd - drift), drift))
+            self.drift_ts[ix] = t
             eta = np.maximum(self.learning_rate, 1.0 / (cnt + 1.0))
             lim = CLIP * sig
-            rc = np.clip(res, -lim, lim)
-            new_off = np.where(cnt == 0, d, off + eta * rc)
-            rc_n = self.rcnt.take(s, axis=0)
-            mean_abs = self.rsum.take(s, axis=0) / np.maximum(rc_n, 1)
+            rc = np.minimum(np.maximum(res, -lim), lim)
+            new_off = select(cnt == 0, d, off + eta * rc)
+            rc_n = take_rows(self.rcnt, s, c)
+            mean_abs = take_rows(self.rsum, s, c) / np.maximum(rc_n, 1)
             eta_d = np.maximum(self.learning_rate * 5, 1.0 / (cnt + 1.0))
-            put_rows(self.odev, fs, np.where(rc_n > 0, odev + eta_d * (mean_abs - odev), odev))
+            put_rows(self.odev, fs, select(rc_n > 0, odev + eta_d * (mean_abs - odev), odev))
             put_rows(self.rsum, fs, np.zeros_like(x))
             put_rows(self.rcnt, fs, np.zeros_like(rc_n))
-            put_rows(self.off, fs, np.where(ok, new_off, off))
+            put_rows(self.off, fs, select(ok, new_off, off))
             put_rows(self.ocnt, fs, cnt + ok)
             put_rows(self.ref, fs, med)
-            self.last_w[s] = math.floor(t / self.windows.window_s)
+            self.last_w[ix] = math.floor(t / self.windows.window_s)
