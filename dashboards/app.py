@@ -63,6 +63,9 @@ S: dict[str, dict[str, Any]] = {
 }
 #: connections to a ClickHouse server the refresh's queries run on at once
 QUERY_CONNECTIONS = 4
+#: what an alert of the feed shows (alert_item)
+FEED_COLUMNS = ("alert_id", "district", "type", "state", "severity", "peak", "opened_at",
+                "acked_by")
 KPIS = ("congestion", "aqi", "water", "grid", "alerts", "avail")
 KPI_LABEL = {"congestion": "kpi_congestion", "aqi": "kpi_aqi", "water": "kpi_water",
              "grid": "kpi_grid", "alerts": "kpi_alerts", "avail": "kpi_avail"}
@@ -364,6 +367,7 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
         return overview_outputs(get_snapshot(asof), lang or "en")
 
     outputs: dict[tuple, tuple[Snapshot, tuple]] = {}
+    feeds: dict[tuple, list] = {}
     outputs_lock = threading.Lock()
 
     def overview_outputs(snap: Snapshot, lang: str) -> tuple:
@@ -393,10 +397,21 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
                                        y_range=(0, 105)),
         }
         can_act = auth.may_act()
-        feed: list = [alert_item(a, lang, geo, can_act=can_act, live=snap.live)
-                      for a in snap.alerts.head(60).itertuples()]
-        if not feed:
-            feed = [html.Div(t("no_alerts", lang), style={"color": figures.MUTED})]
+        head = snap.alerts.head(60)
+        # the feed changes when an alert does, not at every refresh: built once per content
+        fkey = (lang, can_act, snap.live, *(tuple(head[c].to_numpy(dtype=object).tolist())
+                                            for c in FEED_COLUMNS if c in head.columns))
+        with outputs_lock:
+            feed = feeds.get(fkey)
+        if feed is None:
+            feed = [alert_item(a, lang, geo, can_act=can_act, live=snap.live)
+                    for a in head.itertuples()]
+            if not feed:
+                feed = [html.Div(t("no_alerts", lang), style={"color": figures.MUTED})]
+            with outputs_lock:
+                feeds[fkey] = feed
+                while len(feeds) > 8:
+                    feeds.pop(next(iter(feeds)))
         return (
             figures.city_map(geo, snap, lang=lang),
             *[vals[k][0] for k in KPIS],

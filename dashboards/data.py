@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,16 @@ POLLUTANTS = ("pm25", "pm10", "no2", "o3", "so2", "co")
 #: a sensor is "silent" when its newest reading is older than this
 SILENT_S = 300
 ANOMALY_THRESHOLD = 0.9
+
+
+class DistrictRow(NamedTuple):
+    district: str
+    name: str
+    name_zh: str
+    x: np.ndarray
+    y: np.ndarray
+    cx: float
+    cy: float
 
 
 @dataclass
@@ -140,6 +150,21 @@ class Geometry:
             seg_of_point=np.repeat(np.arange(len(city.segments), dtype=np.int64),
                                    np.diff(seg_xy[2])),
         )
+
+    def district_rows(self) -> list[DistrictRow]:
+        """The districts as plain rows (district, name, name_zh, x, y arrays, cx, cy), made
+        once: iterating a frame on every refresh costs more than drawing it."""
+        rows = self.__dict__.get("_rows")
+        if rows is None:
+            d = self.districts
+            rows = [
+                DistrictRow(str(k), str(n), str(nz), np.round(np.asarray(x, np.float64), 3),
+                            np.round(np.asarray(y, np.float64), 3), float(cx), float(cy))
+                for k, n, nz, x, y, cx, cy in zip(d["district"], d["name"], d["name_zh"],
+                                                  d["x"], d["y"], d["cx"], d["cy"], strict=True)
+            ]
+            self.__dict__["_rows"] = rows
+        return rows
 
     def district_name(self, district: str, lang: str) -> str:
         # kept beside the frame, not in its ``attrs``: pandas deep-copies ``attrs`` into every

@@ -53,13 +53,12 @@ def city_map(
     """
     traces: list[dict[str, Any]] = []
     d = geo.districts
-    risk: dict[str, dict[str, Any]] = (
-        {str(r["district"]): r for r in snap.risk.to_dict("records")} if len(snap.risk) else {})
+    risk = _by_district(snap.risk, ("risk", "colour", "contrib_traffic", "contrib_environment",
+                                    "contrib_utility"))
     name_col = "name_zh" if lang == "zh" else "name"
     keep_d = set(districts) if districts else None
-    for row in d.itertuples():
-        if keep_d and row.district not in keep_d:
-            continue
+    rows = [r for r in geo.district_rows() if not keep_d or r.district in keep_d]
+    for row in rows:
         r = risk.get(row.district)
         level = str(r["colour"]) if r is not None else "none"
         colour = RISK_COLOURS.get(level, "#334155")
@@ -79,8 +78,7 @@ def city_map(
         if aq is not None:
             hover += f"<br>AQI: {aq:.0f}"
         traces.append({
-            "type": "scatter", "x": np.asarray(row.x, dtype=np.float64),
-            "y": np.asarray(row.y, dtype=np.float64), "mode": "lines",
+            "type": "scatter", "x": row.x, "y": row.y, "mode": "lines",
             "fill": "toself", "fillcolor": _alpha(colour, 0.28),
             "line": {"color": colour, "width": 1.5}, "hoveron": "fills", "hoverinfo": "text",
             "text": hover, "name": row.district, "showlegend": False,
@@ -152,17 +150,16 @@ def city_map(
                            "line": {"color": "#7f1d1d", "width": 2}},
             })
     # district labels: click one to open its page
-    dd = d if not keep_d else d[d["district"].isin(keep_d)]
     labels = []
-    for row in dd.itertuples():
+    for row in rows:
         r = risk.get(row.district)
         labels.append(f"{getattr(row, name_col)}<br>{t('risk', lang)} "
                       f"{(float(r['risk']) if r is not None else 0):.0f}")
     traces.append({  # a little below the centre: incidents sit on the centre
-        "type": "scatter", "x": dd["cx"].tolist(), "y": (dd["cy"] - 0.45).tolist(),
+        "type": "scatter", "x": [r.cx for r in rows], "y": [r.cy - 0.45 for r in rows],
         "mode": "text+markers", "text": labels, "textfont": {"color": TEXT, "size": 11},
         "marker": {"size": 18, "opacity": 0}, "hoverinfo": "skip", "showlegend": False,
-        "customdata": ["district:" + x for x in dd["district"]],
+        "customdata": ["district:" + r.district for r in rows],
     })
     layout: dict[str, Any] = {
         **_layout(), "showlegend": True, "hovermode": "closest", "uirevision": "map",
@@ -175,6 +172,16 @@ def city_map(
     if height:
         layout["height"] = height
     return {"data": traces, "layout": layout}
+
+
+def _by_district(df: pd.DataFrame, cols: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Rows of a small per-district frame as ``{district: {column: value}}`` (plain Python
+    values: cheaper than ``loc`` or ``to_dict`` on string columns backed by Arrow)."""
+    if not len(df):
+        return {}
+    values = {c: df[c].to_numpy(dtype=object).tolist() for c in cols}
+    return {str(k): {c: values[c][i] for c in cols}
+            for i, k in enumerate(df["district"].to_numpy(dtype=object).tolist())}
 
 
 def _layout() -> dict[str, Any]:
