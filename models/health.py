@@ -10,6 +10,7 @@ Flags (bits of a ``uint16``):
 ``DRIFT``         long-run deviation from the neighbours beyond ``drift_z`` (from
                   :class:`~models.detectors.spatial.SpatialDetector`)
 ``DROPOUT``       silent for ``dropout_intervals`` reporting intervals behind the watermark
+                  while its gateway is still heard from (when gateways are given)
 ``DUPLICATE``     a sequence number (or, without ``seq``, time and values) seen before
 ``OUT_OF_ORDER``  older than a reading already received from the sensor
 ``LATE``          behind the window watermark (set by the window aggregator's ``late``)
@@ -99,6 +100,7 @@ class SensorHealth(PerSensorState):
         drift_z: float = 4.0,
         hold_s: float = 600.0,
         skip_stuck: tuple[int, ...] = (),
+        gateway: Any = None,
     ) -> None:
         self.metrics = tuple(metrics)
         self.n_metrics = check_int("n_metrics", len(metrics), 1)
@@ -114,6 +116,18 @@ class SensorHealth(PerSensorState):
         self.hi = np.array([METRIC_INFO[k][2] for k in metrics])
         self._stuck_cols = np.ones(m, dtype=bool)
         self._stuck_cols[list(skip_stuck)] = False
+        # gateway of each sensor (optional): a dropout is a sensor silent while its gateway
+        # is still heard from; a whole gateway falling silent is a link or gateway outage
+        # (late delivery, a dead gateway), not a fault of each of its sensors
+        self._gw: np.ndarray | None = None
+        self._gw_solo = np.ones(n, dtype=bool)
+        if gateway is not None:
+            gw = np.asarray(gateway)
+            if gw.shape != (n,):
+                raise ValueError(f"gateway must name one gateway per sensor ({n}), got {gw.shape}")
+            _, code, size = np.unique(gw, return_inverse=True, return_counts=True)
+            self._gw = code.astype(np.int64)
+            self._gw_solo = size[code] == 1
         self.last_x = np.full((n, m), np.nan)
         self.last_ts = np.full(n, np.nan)
         self.max_ts = np.full(n, np.nan)
@@ -259,10 +273,17 @@ class SensorHealth(PerSensorState):
         return out
 
     def dropouts(self, watermark: float) -> np.ndarray:
-        """Per sensor: silent for ``dropout_intervals`` intervals behind ``watermark`` (bool).
-        Sensors never heard from are not reported (they may belong to another worker)."""
-        silent = watermark - self.max_ts > self.dropout_intervals * self.interval_s
+        """Per sensor: silent for ``dropout_intervals`` intervals behind ``watermark`` (bool),
+        while another sensor of its gateway (when gateways are known) was heard within that
+        time. Sensors never heard from are not reported (they may belong to another worker)."""
+        limit = self.dropout_intervals * self.interval_s
+        silent = watermark - self.max_ts > limit
         hit = silent & ~np.isnan(self.max_ts)
+        if self._gw is not None and hit.any():
+            heard = np.full(int(self._gw.max()) + 1, -np.inf)
+            np.fmax.at(heard, self._gw, np.where(np.isnan(self.max_ts), -np.inf, self.max_ts))
+            alive = watermark - heard[self._gw] <= limit
+            hit &= alive | self._gw_solo
         b = DROPOUT.bit_length() - 1
         self.flag_ts[hit, b] = np.fmax(self.flag_ts[hit, b], watermark)
         return hit

@@ -162,6 +162,7 @@ class KindModels:
             spike_k=p.health.spike_k,
             drift_z=p.health.drift_z,
             skip_stuck=tuple(self.metrics.index(x) for x in SKIP_STUCK.get(kind, ())),
+            gateway=table.gateway[g],
         )
         self.mv_in_score = p.multivariate.in_score
         # the forest's windows are built from the spatial detector's when they nest

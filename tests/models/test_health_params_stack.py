@@ -42,6 +42,25 @@ def test_health_flags() -> None:
     assert h.quality(59 * 30.0 + 1000)[0] & DROPOUT
 
 
+def test_dropout_is_a_sensor_silent_while_its_gateway_reports() -> None:
+    # gateway G1: A and B; gateway G2: C and D; E alone on G3
+    ids = ["A", "B", "C", "D", "E"]
+    h = SensorHealth(ids, metrics=M, interval_s=30.0, gateway=["G1", "G1", "G2", "G2", "G3"])
+    x = np.array([[1000.0, 50.0, 10.0]])
+    for k in range(20):
+        t = k * 30.0
+        alive = [0, 1, 2, 3, 4] if k < 10 else [1, 4]  # from k = 10: A silent, C and D silent
+        n = len(alive)
+        h.update(Batch.of(alive, np.full(n, t), np.repeat(x, n, axis=0), seq=np.full(n, k)))
+    # A: silent while B (same gateway) reports -> dropout; C and D: their whole gateway is
+    # silent (a link outage, e.g. late delivery) -> not a sensor dropout; E reports
+    assert h.dropouts(19 * 30.0).tolist() == [True, False, False, False, False]
+    # a sensor alone on its gateway is judged by the watermark alone
+    assert h.dropouts(19 * 30.0 + 1000).tolist()[4]
+    with pytest.raises(ValueError, match="one gateway per sensor"):
+        SensorHealth(ids, metrics=M, gateway=["G1"])
+
+
 def test_params_errors_name_file_key_value(tmp_path: Path) -> None:
     p = load_params()
     assert p.aqi.standard in ("china", "us") and 0 < p.threshold("traffic") <= 1
