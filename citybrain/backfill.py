@@ -87,7 +87,8 @@ def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 class Inserter:
     """Inserts in a background thread: rows are queued per table and sent when a table holds
     ``batch_rows`` rows (and at :meth:`close`). The queue is bounded, so a slow store slows
-    the producer instead of filling memory. An insert error is raised by the next call."""
+    the producer instead of filling memory. An insert error is raised by the next call. The
+    thread starts with the first rows (the parallel path forks its workers before that)."""
 
     def __init__(self, store: Any, batch_rows: int, *, max_queued: int = 8) -> None:
         self.store = store
@@ -98,12 +99,13 @@ class Inserter:
         self._held: dict[str, TableRows] = defaultdict(TableRows)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="backfill-insert", daemon=True)
-        self._thread.start()
 
     def put(self, rows: Rows) -> None:
         if self._error is not None:
             raise self._error
         if rows:
+            if not self._thread.is_alive() and self._thread.ident is None:
+                self._thread.start()
             self._q.put(rows)
 
     def _insert(self, table: str) -> None:
@@ -309,55 +311,102 @@ def _set_tick_state(processor: Processor, state: dict[str, Any]) -> None:
             km.spatial.windows.hist = s["hist"]
 
 
-def _worker(conn: Connection, settings: Settings, kinds: list[str]) -> None:
-    """One worker process: its kinds' frames in, rows and tick state out, batch by batch."""
+def _worker(conn: Connection, settings: Settings, kinds: list[str], batch_rows: int,
+            direct: bool, models: bool) -> None:
+    """One worker process: its kinds' frames in, tick state (and, unless ``direct``, rows)
+    out, batch by batch. ``direct``: the worker inserts its rows itself (a ClickHouse server
+    takes inserts from many clients; chDB is bound to one process) and reports the row counts
+    at the end. Without ``models``: readings only (no processor, no tick state)."""
+    from config.city import load_city
     from streams.app import build_processor
+    from streams.processor import CityValidator
 
+    store = None
+    inserter: Inserter | None = None
     try:
-        processor = build_processor(settings)
-        processor.tick_s = NO_TICK_S
-        m = processor.models
-        assert m is not None
-        mine = [k for k in kinds if k in m.kinds]
+        processor = build_processor(settings) if models else None
+        validator = (processor.validator if processor is not None
+                     else CityValidator(load_city(settings.city_file)))
+        if processor is not None:
+            processor.tick_s = NO_TICK_S
+        m = processor.models if processor is not None else None
+        mine = [k for k in kinds if k in m.kinds] if m is not None else []
+        if direct:
+            from store import open_store
+
+            store = open_store(settings, apply=False)
+            inserter = Inserter(store, batch_rows)
         while True:
             msg = conn.recv()
             if msg is None:
                 break
             tick_at, frames, offset = msg
-            if tick_at is not None:  # the coordinator ticked after the previous batch
-                for k in mine:
+            if tick_at is not None and m is not None:  # the coordinator ticked after the
+                for k in mine:                           # previous batch
                     m.kinds[k].health.dropouts(tick_at)
-            loaded = load_frames(settings, processor.validator, processor, frames,
+            loaded = load_frames(settings, validator, processor, frames,
                                  lambda d: settings.topic(f"readings.{d}"), offset)
-            conn.send(("ok", loaded, _tick_state(processor, mine)))
+            if inserter is not None:
+                inserter.put(loaded.rows)
+                loaded.rows = []
+            state = _tick_state(processor, mine) if processor is not None else None
+            conn.send(("ok", loaded, state))
+        if inserter is not None:
+            inserter.close()
+            conn.send(("done", dict(inserter.rows), inserter.insert_s))
+        else:
+            conn.send(("done", {}, 0.0))
     except BaseException as exc:  # reported to the coordinator, which raises it
         import traceback
 
         with contextlib.suppress(OSError):
             conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", None))
     finally:
+        if store is not None:
+            store.close()
         conn.close()
+
+
+def _receive(conn: Connection, proc: Any, expect: str) -> tuple[Any, Any]:
+    try:
+        status, a, b = conn.recv()
+    except EOFError:
+        raise RuntimeError(f"backfill worker {proc.name} died (exit code {proc.exitcode})") from None
+    if status == "error":
+        raise RuntimeError(f"backfill worker {proc.name} failed: {a}")
+    if status != expect:
+        raise RuntimeError(f"backfill worker {proc.name}: {status!r}, expected {expect!r}")
+    return a, b
 
 
 def run_parallel(
     settings: Settings, rec: Recording, inserter: Inserter, *, workers: int,
     on_batch: Callable[[Batch, Loaded], None], model_batch: int = MODEL_BATCH_READINGS,
+    models: bool = True,
 ) -> list[list[str]]:
-    """Returns the kind groups, one per worker process."""
+    """Returns the kind groups, one per worker process. Without ``models`` the gateways are
+    dealt out in turn (readings only: any split is exact)."""
     from config.city import load_city
     from streams.app import build_processor
     from streams.processor import Outputs
 
-    groups = kind_groups(settings, workers)
     city = load_city(settings.city_file)
-    owner = {g.id: i for i, grp in enumerate(groups) for g in city.gateways if g.kind in grp}
-    coordinator = build_processor(settings)
+    direct = settings.store == "clickhouse"
+    if models:
+        groups = kind_groups(settings, workers)
+        owner = {g.id: i for i, grp in enumerate(groups) for g in city.gateways if g.kind in grp}
+    else:
+        groups = [[f"gateways {i}::{workers}"] for i in range(workers)]
+        owner = {g.id: i % workers for i, g in enumerate(city.gateways)}
+    coordinator = build_processor(settings) if models else None
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     conns: list[Connection] = []
     procs = []
     for grp in groups:
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=_worker, args=(child, settings, grp), daemon=True,
+        p = ctx.Process(target=_worker,
+                        args=(child, settings, grp, inserter.batch_rows, direct, models),
+                        daemon=True,
                         name=f"backfill-{'+'.join(grp)}")
         p.start()
         child.close()
@@ -380,26 +429,22 @@ def run_parallel(
         while current is not None:
             loaded = Loaded()
             for c, p in zip(conns, procs, strict=True):
-                try:
-                    status, part, state = c.recv()
-                except EOFError:
-                    raise RuntimeError(f"backfill worker {p.name} died "
-                                       f"(exit code {p.exitcode})") from None
-                if status != "ok":
-                    raise RuntimeError(f"backfill worker {p.name} failed: {part}")
-                _set_tick_state(coordinator, state)
+                part, state = _receive(c, p, "ok")
+                if coordinator is not None:
+                    _set_tick_state(coordinator, state)
                 loaded.rows.extend(part.rows)
                 loaded.readings += part.readings
                 loaded.dead.update(part.dead)
                 loaded.days |= part.days
-            before = coordinator.next_tick
             out = Outputs()
-            coordinator._maybe_tick(out)
-            ticked = before is not None and coordinator.next_tick != before
-            # the tick's time, as the processor computed it (the boundary the watermark passed)
-            wm = coordinator.models.watermark  # type: ignore[union-attr]
-            tick_at = float(np.floor(wm / coordinator.tick_s) * coordinator.tick_s) if ticked \
-                else None
+            tick_at = None
+            if coordinator is not None:
+                before = coordinator.next_tick
+                coordinator._maybe_tick(out)
+                if before is not None and coordinator.next_tick != before:
+                    # the tick's time as the processor computed it: the boundary passed
+                    wm = coordinator.models.watermark  # type: ignore[union-attr]
+                    tick_at = float(np.floor(wm / coordinator.tick_s) * coordinator.tick_s)
             nxt = next(batches, None)
             offset += len(current.frames)
             if nxt is not None:  # the workers start on it while the tick's rows are stored
@@ -410,6 +455,10 @@ def run_parallel(
             current = nxt
         for c in conns:
             c.send(None)
+        for c, p in zip(conns, procs, strict=True):
+            rows, insert_s = _receive(c, p, "done")
+            inserter.rows.update(rows)
+            inserter.insert_s += insert_s
         for p in procs:
             p.join(timeout=30)
     finally:

@@ -96,10 +96,10 @@ def test_parallel_equals_serial(recording: Path, clickhouse_hostport: str, uniqu
         assert set(derived) <= set(tables)
         for table in tables:
             if table.startswith(("rollup_", "dash_")):
-                a, b = _rollup(serial, table), _rollup(parallel, table)
-                assert a.keys() == b.keys(), table
-                for k, v in a.items():  # sums of floats: the insert blocks differ
-                    np.testing.assert_allclose(b[k], v, rtol=1e-9, err_msg=f"{table} {k}")
+                ra, rb = _rollup(serial, table), _rollup(parallel, table)
+                assert ra.keys() == rb.keys(), table
+                for k, v in ra.items():  # sums of floats: the insert blocks differ
+                    np.testing.assert_allclose(rb[k], v, rtol=1e-9, err_msg=f"{table} {k}")
                 continue
             a, b = _rows(serial, table), _rows(parallel, table)
             if table in derived or table.startswith("readings_"):
