@@ -291,5 +291,9 @@ class SensorHealth(PerSensorState):
     def quality(self, now: float) -> np.ndarray:
         """Per sensor: OR of the flags raised within ``hold_s`` before ``now`` (uint16)."""
         recent = self.flag_ts >= now - self.hold_s
-        weights = (1 << np.arange(N_BITS)).astype(np.uint16)
-        return (recent * weights).sum(axis=1).astype(np.uint16)
+        out = np.zeros(recent.shape[0], dtype=np.uint16)
+        if not recent.any():
+            return out
+        for b in range(N_BITS):  # column by column: a sum over the short axis is slow
+            out |= recent[:, b].astype(np.uint16) << np.uint16(b)
+        return out

@@ -27,7 +27,7 @@ import numpy as np
 
 from config.domains import KIND_DOMAIN, KINDS
 from models.alerts import AlertManager, Signal
-from models.base import Batch, ModelsError
+from models.base import Batch, ModelsError, contiguous, select
 from models.detectors.isolation import IsolationDetector
 from models.detectors.seasonal import SeasonalDetector
 from models.detectors.spatial import SpatialDetector
@@ -194,10 +194,15 @@ class KindModels:
                 mv = iso.update(batch).score
         late = self.spatial.last_late
         flags = self.health.update(batch, drift=self.spatial.drift)
-        flags[late] |= LATE
+        if late.any():
+            flags[late] |= LATE
         rows = self.spatial.last_rows
         if len(rows):
-            self.latest_mean[rows.sensor] = rows.mean
+            sl = contiguous(rows.sensor)
+            if sl is not None:
+                self.latest_mean[sl] = rows.mean
+            else:
+                self.latest_mean[rows.sensor] = rows.mean
         both = np.fmax(seas.score, spat.score)
         if self.mv_in_score:
             both = np.fmax(both, mv)
@@ -265,6 +270,8 @@ class CityModels:
         self._type_code = np.array(
             [tpos.get(ALERT_TYPE.get(k) or "", -1) for k in table.kind.tolist()], dtype=np.int64
         )
+        kpos = {k: i for i, k in enumerate(table.kinds)}
+        self._kind_code = np.array([kpos[k] for k in table.kind.tolist()], dtype=np.int64)
 
     def update(
         self,
@@ -280,13 +287,14 @@ class CityModels:
             raise ModelsError(f"no sensors of kind {kind!r} in this worker's table")
         sensor = np.asarray(sensor, dtype=np.int64)
         local = self.table.local[sensor]
-        if (self.table.kind[sensor] != kind).any():
-            bad = self.table.ids[sensor[self.table.kind[sensor] != kind][0]]
+        wrong = self._kind_code[sensor] != self.table.kinds.index(kind)
+        if wrong.any():
+            bad = self.table.ids[sensor[wrong][0]]
             raise ModelsError(f"sensor {bad} is not of kind {kind!r}")
         both, seas, spat, mv, metric, flags, late, rows = km.update(local, ts, values, seq)
         # untrusted readings (value faults, duplicates, out of order, late) do not feed risk
         bad = (flags & (VALUE_FAULTS | DUPLICATE | OUT_OF_ORDER | LATE)) != 0
-        self.risk.observe(sensor, ts, np.where(bad, np.nan, both))
+        self.risk.observe(sensor, ts, select(bad, np.nan, both))
         if len(ts):
             self.watermark = max(self.watermark, float(np.max(ts)))
         return KindResult(kind, sensor, ts, both, seas, spat, mv, metric, flags, late, rows)

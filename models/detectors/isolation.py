@@ -48,6 +48,38 @@ from models.indicators.rolling import NO_WINDOW, WindowAggregator, WindowRows
 NORM_ALPHA = 0.05
 
 
+def _direct_scorer(forest: Any, n_features: int) -> Any:
+    """A function equal to ``-forest.score_samples(X)`` computed directly: the same per-tree
+    path lengths summed in the same order, without joblib dispatch and input validation on
+    every call (most of the cost of scoring a few thousand rows). None when the fitted forest
+    does not expose what it needs (another scikit-learn version); :meth:`IsolationDetector.
+    _fit` also checks it against ``score_samples`` on the training rows before using it."""
+    try:
+        from sklearn.ensemble._iforest import _average_path_length
+
+        trees = list(forest.estimators_)
+        paths = list(forest._decision_path_lengths)
+        avgs = list(forest._average_path_length_per_tree)
+        if forest._max_features != n_features or len(paths) != len(trees):
+            return None
+        denom = len(trees) * _average_path_length([forest._max_samples])
+    except (AttributeError, ImportError, TypeError, ValueError):
+        return None
+
+    def score(x: np.ndarray) -> np.ndarray:
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+        depths = np.zeros(x32.shape[0])
+        for tree, pl, al in zip(trees, paths, avgs, strict=True):
+            leaves = tree.apply(x32, check_input=False)
+            depths += pl[leaves] + al[leaves] - 1.0
+        out: np.ndarray = 2 ** (
+            -np.divide(depths, denom, out=np.ones_like(depths), where=denom != 0)
+        )
+        return out
+
+    return score
+
+
 class IsolationDetector(PerSensorState):
     _state_arrays: ClassVar[tuple[str, ...]] = (
         "fmean",
@@ -112,6 +144,7 @@ class IsolationDetector(PerSensorState):
         self._buf_n = 0  # rows ever added
         self._train: np.ndarray | None = None
         self._forest: Any = None
+        self._scorer: Any = None  # -score_samples without the per-call overhead (_fit)
         self._n_fits = 0
         self._next_refit = np.nan
         self._cal = (0.0, 1.0)
@@ -172,6 +205,12 @@ class IsolationDetector(PerSensorState):
         self._forest = forest
         self._n_fits += 1
         raw = -forest.score_samples(train)
+        scorer = _direct_scorer(forest, train.shape[1])
+        try:
+            same = scorer is not None and np.array_equal(scorer(train), raw)
+        except Exception:  # an unexpected scikit-learn internals change: keep the public API
+            same = False
+        self._scorer = scorer if same else None
         med = float(np.median(raw))
         mad = float(np.median(np.abs(raw - med))) * 1.4826
         self._cal = (med, max(mad, 1e-6))
@@ -278,7 +317,8 @@ class IsolationDetector(PerSensorState):
             w = np.floor(rows.start / self.windows.window_s).astype(np.int64)
             due = ready & ((w + s) % self.score_every == 0)
         if self._forest is not None and due.any():
-            raw = -self._forest.score_samples(z[due])
+            zd = z[due]
+            raw = self._scorer(zd) if self._scorer is not None else -self._forest.score_samples(zd)
             u = (raw - self._cal[0]) / self._cal[1]
             self.last_score[s[due]] = calibrate(np.maximum(u, 0.0), self.calibration_scale)
         # learn the per-sensor normalisation (clipped, so one anomaly does not reset it)
