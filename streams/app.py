@@ -141,7 +141,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     lock = asyncio.Lock()
     pending: list[Any] = []  # events processed since the last checkpoint (not acked yet)
     sent: list[Any] = []  # delivery futures of the outputs sent since the last checkpoint
-    ctx: dict[str, Any] = {"stream": None, "last_checkpoint": time.monotonic(), "city": False}
+    ctx: dict[str, Any] = {
+        "stream": None, "last_checkpoint": time.monotonic(), "city": False,
+        "revoked_generation": -1,  # consumer generation of the last revocation
+    }
     offsets: dict[tuple[str, int], int] = {}
 
     def put_state(key: bytes, value: bytes) -> Any:
@@ -197,6 +200,12 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         revoked = args[0] if args else kwargs.get("revoked", ())
         gone = {(tp.topic, tp.partition) for tp in revoked}
         async with lock:
+            # every event fetched up to now is stale once a revocation starts, also those of
+            # partitions that come back here (Faust fetches them again from the committed
+            # offset; processing the stale copy first would let the restored state skip the
+            # dropped un-acked events below)
+            ctx["revoked_generation"] = max(ctx["revoked_generation"],
+                                            int(app.consumer_generation_id))
             keep = [e for e in pending if (e.message.topic, e.message.partition) not in gone]
             dropped = len(pending) - len(keep)
             pending[:] = keep
@@ -220,13 +229,18 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
                         processor.restore_city(blob)
                         log.info("restored the city state (%d bytes)", len(blob))
                 t0 = time.perf_counter()
-                # Events fetched before a rebalance (they wait in noack_take's buffer, which
-                # Faust does not clear): another worker may own them now, or, if the partition
+                # Events fetched before a revocation (they wait in noack_take's buffer, which
+                # Faust does not clear, and this batch may run after the revocation but before
+                # the new assignment): another worker may own them now, or, if the partition
                 # came back here, Faust fetches them again from the committed offset, in order.
                 assigned = app.consumer.assignment()
-                generation = app.consumer_generation_id
-                events = [e for e in events if e.message.tp in assigned
-                          and e.message.generation_id in (None, generation)]
+                fence = ctx["revoked_generation"]
+                fresh = [e for e in events if e.message.tp in assigned and (
+                    e.message.generation_id is None or e.message.generation_id > fence)]
+                if len(fresh) < len(events):
+                    log.info("dropped %d events fetched before the last rebalance",
+                             len(events) - len(fresh))
+                events = fresh
                 msgs = [
                     Message(
                         e.message.topic, e.message.partition, e.message.offset,

@@ -74,13 +74,17 @@ def test_worker_sigkill_mid_stream_resumes_with_its_state(kafka_bootstrap, serve
     expected = expected_rolling_means(frames, window_s=WINDOW, step_s=60, lateness_s=LATENESS)
     producer = PacedProducer(kafka_bootstrap, unique, frames, seconds=25)
     e = env(unique, kafka_bootstrap, **_store_env(server_store))
-    worker = spawn("worker", ["worker"], e)
+    port = free_port()
+    worker = spawn("worker", ["worker"], {**e, "CITYBRAIN_METRICS_PORT": str(port)})
     sink = spawn("sink", ["sink"], e)
     producer.start()
-    # kill the worker once it has checkpointed some state and produced indicators
+    # kill the worker once it has produced indicators and checkpointed state (twice: the
+    # first checkpoint may cover only the backlog it found at start)
     wait_until(lambda: server_store.query(
         "SELECT count() AS n FROM indicators WHERE entity_type = 'sensor'")["n"][0] > 3000,
         timeout=120, what="first indicators", procs=[worker, sink])
+    wait_until(lambda: metric_value(port, "citybrain_checkpoints_total") >= 2, timeout=60,
+               what="two checkpoints", procs=[worker, sink])
     assert producer.sent < len(frames), "the stream had ended before the kill"
     worker.kill()  # SIGKILL to the process group: no shutdown, no final commit
     killed_at = server_store.query("SELECT max(ts) AS t FROM district_risk")["t"][0]
