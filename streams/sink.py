@@ -15,7 +15,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import logging
+import signal
 import threading
 import time
 from collections import Counter, defaultdict
@@ -212,6 +215,10 @@ class Sink:
     # -- loop --------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; flush and commit on the way out."""
+        with contextlib.suppress(ValueError, RuntimeError, AttributeError):
+            # `kill -USR1 <pid>` prints every thread's stack to stderr: a stuck client shows
+            # where without a debugger
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
         self.consumer = consumer = self._consumer()
         self._assigned_at = self.clock()
         backoff, retry_at, stalled = 0.5, 0.0, False

@@ -56,7 +56,15 @@ def _wait_all(store, frames, expected, procs, timeout=240) -> None:
         print(f"readings {r}/{n}, indicators {i}/{len(expected)}")
         return bool(r == n and i == len(expected))
 
-    wait_until(done, timeout=timeout, what="every reading and indicator", procs=procs)
+    try:
+        wait_until(done, timeout=timeout, what="every reading and indicator", procs=procs)
+    except AssertionError:
+        for p in procs:  # the sink prints its threads' stacks on SIGUSR1 (where is it stuck?)
+            if p.name == "sink" and p.alive():
+                p.proc.send_signal(signal.SIGUSR1)
+                time.sleep(1)
+                print(p.tail(20000))
+        raise
 
 
 def _check_exact(store, frames, expected) -> None:
