@@ -1,0 +1,104 @@
+"""The refresh's machinery gives the answers of the plain queries: the chunked trend cache, the
+congestion trend weighted in numpy, and the queries run at once on a pool of connections."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dashboards.data import TrendCache
+
+T0 = 1767830400
+
+
+def _minutes(lo: int, hi: int) -> pd.DataFrame:
+    """A trend query over a fixed series: one row per minute starting in (lo, hi]."""
+    first = (lo // 60 + 1) * 60
+    m = np.arange(first, hi + 1, 60, dtype=np.int64)
+    m = m[(m >= T0) & (m % 420 != 0)]  # some minutes without data
+    return pd.DataFrame({"minute": m.astype(np.uint32), "value": np.sin(m / 977.0)})
+
+
+def test_trend_cache_gives_the_direct_query() -> None:
+    calls: list[tuple[int, int]] = []
+
+    def fn(lo: int, hi: int) -> pd.DataFrame:
+        calls.append((lo, hi))
+        return _minutes(lo, hi)
+
+    cache = TrendCache(chunk_s=60, seal_s=300)
+    for newest in (T0 + 7200 + 37, T0 + 7200 + 95, T0 + 9000):
+        for t in (newest, newest - 1500):
+            lo = t - 3600
+            want = _minutes(lo - lo % 60, t)
+            want = want[want["minute"] > lo - lo % 60].reset_index(drop=True)
+            calls.clear()
+            got = cache.get("k", fn, lo, t, newest)
+            pd.testing.assert_frame_equal(got, want)
+            assert len(calls) <= 3, calls  # the missing minutes in one query, and the head
+            calls.clear()
+            again = cache.get("k", fn, lo, t, newest)
+            pd.testing.assert_frame_equal(again, want)
+            assert len(calls) <= 1, calls  # only the head, when there is one
+            if t == newest:
+                assert calls and calls[0][0] >= newest - 361  # five to six minutes
+
+
+def test_trend_cache_with_five_minute_buckets() -> None:
+    def fn(lo: int, hi: int) -> pd.DataFrame:
+        b = np.arange((lo // 300 + 1) * 300, hi + 1, 300, dtype=np.int64)
+        return pd.DataFrame({"bucket": b, "v": b % 7})
+
+    cache = TrendCache()
+    newest = T0 + 7200 + 42
+    got = cache.get("env", fn, newest - 7200, newest, newest, chunk_s=300)
+    want = fn(newest - 7200 - (newest - 7200) % 300 - 1, newest)
+    want = want[want["bucket"] > newest - 7200 - (newest - 7200) % 60].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want)
+
+
+def test_congestion_trend_in_numpy_equals_the_sql(server_store: Any) -> None:
+    from config.city import load_city
+    from dashboards.data import Geometry, congestion_trend
+    from dashboards.seed import seed_store
+    from store import queries
+    from tests.dashboards.conftest import SEED_START
+
+    city = load_city()
+    geo = Geometry.from_city(city)
+    seed_store(server_store, city, scenario="bad_day", start=SEED_START, duration_s=1200)
+    hi = SEED_START + 1200
+    got = congestion_trend(server_store, geo, SEED_START - 1, hi)
+    want = queries.congestion_trend(server_store, SEED_START - 1, hi)
+    assert len(got) == len(want) >= 19
+    assert (got["minute"].to_numpy() == want["minute"].to_numpy()).all()
+    np.testing.assert_allclose(got["ci"], want["ci"], rtol=1e-9)
+    np.testing.assert_allclose(got["mean_speed_kmh"], want["mean_speed_kmh"], rtol=1e-9)
+
+
+def test_snapshot_on_a_pool_equals_one_connection(server_store: Any) -> None:
+    from config.city import load_city
+    from dashboards.data import Geometry, QueryPool, snapshot
+    from dashboards.seed import seed_store
+    from tests.dashboards.conftest import SEED_START
+
+    city = load_city()
+    geo = Geometry.from_city(city)
+    seed_store(server_store, city, scenario="bad_day", start=SEED_START, duration_s=1200)
+    pool = QueryPool.for_store(server_store, 4)
+    try:
+        assert len(pool.stores) == 4
+        a = snapshot(server_store, geo, now=SEED_START + 1300, pool=pool)
+        b = snapshot(server_store, geo, now=SEED_START + 1300, pool=QueryPool([server_store]))
+    finally:
+        pool.close()
+    assert a.t == b.t > 0
+    for name in ("ci", "aqi", "water_inflow", "grid_load", "availability", "lag_s"):
+        assert math.isclose(getattr(a, name), getattr(b, name), rel_tol=1e-12), name
+    assert (a.status == b.status).all() and np.array_equal(a.value, b.value, equal_nan=True)
+    pd.testing.assert_frame_equal(a.ci_trend, b.ci_trend)
+    pd.testing.assert_frame_equal(a.aqi_trend, b.aqi_trend)
+    assert {"traffic", "environment", "ci_trend", "queries"} <= set(a.timings)
