@@ -16,10 +16,15 @@ indicators) is cross-kind; the coordinator runs it with its own processor after 
 a copy of exactly the state a tick reads: per kind the health flags (``flag_ts``, ``max_ts``),
 the loops' latest window means and the air stations' window history, and per sensor the risk
 inputs (``score``, ``score_ts``, ``first_ts``); the event-time watermark is the workers'
-maximum. A tick's only side effect on per-kind state (sensor dropouts marked at the tick time)
-is applied by each worker before its next batch, as the serial processor would. Same batches,
-same per-kind updates in the same order, same ticks: the stored rows are those of the serial
-path (``tests/store/test_backfill_parallel.py`` compares them table by table).
+maximum. A tick's only side effect on per-kind state, the dropout marks in ``flag_ts``, needs
+no message back: ``flag_ts`` is a running maximum that only ticks read, so the coordinator
+combines its marks with the workers' flags by ``fmax``. The workers thus run up to
+``IN_FLIGHT`` batches ahead of the coordinator. Same batches, same per-kind updates in the same
+order, same ticks: the stored rows are those of the serial path
+(``tests/store/test_backfill_parallel.py`` compares them table by table).
+
+This relies on what :meth:`models.stack.CityModels.tick` reads; if the models change that, the
+comparison test fails.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import multiprocessing as mp
 import queue
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,6 +56,8 @@ MODEL_BATCH_READINGS = 50_000
 #: a tick period that never comes: the workers of the parallel path leave ticks to the
 #: coordinator (finite, so that the processor's ``floor(watermark / tick_s)`` stays 0)
 NO_TICK_S = 1e300
+#: batches handed to the workers ahead of the one the coordinator is ticking
+IN_FLIGHT = 3
 
 Rows = list[tuple[str, dict[str, np.ndarray]]]
 Frames = list[tuple[str, str, int, bytes]]
@@ -303,7 +310,10 @@ def _set_tick_state(processor: Processor, state: dict[str, Any]) -> None:
     m.watermark = max(m.watermark, float(state["watermark"]))
     for k, s in state["kinds"].items():
         km = m.kinds[k]
-        km.health.flag_ts = s["flag_ts"]
+        # every write to flag_ts is a running max (np.fmax), the tick's dropout marks included,
+        # and only a tick reads it: the coordinator's marks and the worker's flags combine
+        # exactly by fmax, so the worker never needs to hear of a tick
+        km.health.flag_ts = np.fmax(km.health.flag_ts, s["flag_ts"])
         km.health.max_ts = s["max_ts"]
         if "latest_mean" in s:
             km.latest_mean = s["latest_mean"]
@@ -311,12 +321,12 @@ def _set_tick_state(processor: Processor, state: dict[str, Any]) -> None:
             km.spatial.windows.hist = s["hist"]
 
 
-def _worker(conn: Connection, settings: Settings, kinds: list[str], batch_rows: int,
-            direct: bool, models: bool) -> None:
-    """One worker process: its kinds' frames in, tick state (and, unless ``direct``, rows)
-    out, batch by batch. ``direct``: the worker inserts its rows itself (a ClickHouse server
-    takes inserts from many clients; chDB is bound to one process) and reports the row counts
-    at the end. Without ``models``: readings only (no processor, no tick state)."""
+def _worker(batches: Connection, results: Connection, settings: Settings, kinds: list[str],
+            batch_rows: int, direct: bool, models: bool) -> None:
+    """One worker process: its share of each batch in, tick state (and, unless ``direct``,
+    rows) out. ``direct``: the worker inserts its rows itself (a ClickHouse server takes
+    inserts from many clients; chDB is bound to one process) and reports the row counts at the
+    end. Without ``models``: readings only (no processor, no tick state)."""
     from config.city import load_city
     from streams.app import build_processor
     from streams.processor import CityValidator
@@ -337,34 +347,33 @@ def _worker(conn: Connection, settings: Settings, kinds: list[str], batch_rows: 
             store = open_store(settings, apply=False)
             inserter = Inserter(store, batch_rows)
         while True:
-            msg = conn.recv()
+            msg = batches.recv()
             if msg is None:
                 break
-            tick_at, frames, offset = msg
-            if tick_at is not None and m is not None:  # the coordinator ticked after the
-                for k in mine:                           # previous batch
-                    m.kinds[k].health.dropouts(tick_at)
+            frames, offset = msg
             loaded = load_frames(settings, validator, processor, frames,
                                  lambda d: settings.topic(f"readings.{d}"), offset)
             if inserter is not None:
                 inserter.put(loaded.rows)
                 loaded.rows = []
             state = _tick_state(processor, mine) if processor is not None else None
-            conn.send(("ok", loaded, state))
+            results.send(("ok", loaded, state))
         if inserter is not None:
             inserter.close()
-            conn.send(("done", dict(inserter.rows), inserter.insert_s))
+            results.send(("done", dict(inserter.rows), inserter.insert_s))
         else:
-            conn.send(("done", {}, 0.0))
+            results.send(("done", {}, 0.0))
     except BaseException as exc:  # reported to the coordinator, which raises it
         import traceback
 
         with contextlib.suppress(OSError):
-            conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", None))
+            results.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
+                          None))
     finally:
         if store is not None:
             store.close()
-        conn.close()
+        batches.close()
+        results.close()
 
 
 def _receive(conn: Connection, proc: Any, expect: str) -> tuple[Any, Any]:
@@ -400,35 +409,69 @@ def run_parallel(
         owner = {g.id: i % workers for i, g in enumerate(city.gateways)}
     coordinator = build_processor(settings) if models else None
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    conns: list[Connection] = []
+    # one simplex pipe each way per worker: a feeder thread writes batches while this thread
+    # reads results, so neither side can block the other with a full pipe
+    to_worker: list[Connection] = []
+    from_worker: list[Connection] = []
     procs = []
     for grp in groups:
-        parent, child = ctx.Pipe()
+        batch_r, batch_w = ctx.Pipe(duplex=False)
+        result_r, result_w = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_worker,
-                        args=(child, settings, grp, inserter.batch_rows, direct, models),
-                        daemon=True,
-                        name=f"backfill-{'+'.join(grp)}")
+                        args=(batch_r, result_w, settings, grp, inserter.batch_rows, direct,
+                              models),
+                        daemon=True, name=f"backfill-{'+'.join(grp)}")
         p.start()
-        child.close()
-        conns.append(parent)
+        batch_r.close()
+        result_w.close()
+        to_worker.append(batch_w)
+        from_worker.append(result_r)
         procs.append(p)
+    feed: queue.Queue[Any] = queue.Queue()  # bounded by ``sent`` below
+    feed_error: list[BaseException] = []
 
-    def send(batch: Batch, tick_at: float | None, offset: int) -> None:
-        shares: list[Frames] = [[] for _ in groups]
+    def feeder() -> None:
+        try:
+            while True:
+                item = feed.get()
+                if item is None:
+                    for c in to_worker:
+                        c.send(None)
+                    return
+                for c, share in zip(to_worker, item, strict=True):
+                    c.send(share)
+        except BaseException as exc:  # a worker died: the reader reports it
+            feed_error.append(exc)
+
+    feeding = threading.Thread(target=feeder, name="backfill-feed", daemon=True)
+    feeding.start()
+
+    def shares(batch: Batch, offset: int) -> list[tuple[Frames, int]]:
+        out: list[Frames] = [[] for _ in groups]
         for f in batch.frames:
-            shares[owner.get(f[1], 0)].append(f)  # unknown gateways: worker 0 rejects them
-        for c, share in zip(conns, shares, strict=True):
-            c.send((tick_at, share, offset))
+            out[owner.get(f[1], 0)].append(f)  # unknown gateways: worker 0 rejects them
+        return [(share, offset) for share in out]
 
+    sent: deque[Batch] = deque()
     try:
-        batches = model_batches(rec, model_batch)
-        first = next(batches)
         offset = 0
-        send(first, None, offset)
-        current: Batch | None = first
-        while current is not None:
+        batches = model_batches(rec, model_batch)
+        exhausted = False
+        while True:
+            while not exhausted and len(sent) < IN_FLIGHT:  # keep the workers busy
+                nxt = next(batches, None)
+                if nxt is None:
+                    exhausted = True
+                    feed.put(None)
+                    break
+                feed.put(shares(nxt, offset))
+                offset += len(nxt.frames)
+                sent.append(nxt)
+            if not sent:
+                break
+            current = sent.popleft()
             loaded = Loaded()
-            for c, p in zip(conns, procs, strict=True):
+            for c, p in zip(from_worker, procs, strict=True):
                 part, state = _receive(c, p, "ok")
                 if coordinator is not None:
                     _set_tick_state(coordinator, state)
@@ -436,33 +479,23 @@ def run_parallel(
                 loaded.readings += part.readings
                 loaded.dead.update(part.dead)
                 loaded.days |= part.days
-            out = Outputs()
-            tick_at = None
             if coordinator is not None:
-                before = coordinator.next_tick
+                out = Outputs()
                 coordinator._maybe_tick(out)
-                if before is not None and coordinator.next_tick != before:
-                    # the tick's time as the processor computed it: the boundary passed
-                    wm = coordinator.models.watermark  # type: ignore[union-attr]
-                    tick_at = float(np.floor(wm / coordinator.tick_s) * coordinator.tick_s)
-            nxt = next(batches, None)
-            offset += len(current.frames)
-            if nxt is not None:  # the workers start on it while the tick's rows are stored
-                send(nxt, tick_at, offset)
-            loaded.rows.extend(derived_rows(out))
+                loaded.rows.extend(derived_rows(out))
             inserter.put(loaded.rows)
             on_batch(current, loaded)
-            current = nxt
-        for c in conns:
-            c.send(None)
-        for c, p in zip(conns, procs, strict=True):
+        for c, p in zip(from_worker, procs, strict=True):
             rows, insert_s = _receive(c, p, "done")
             inserter.rows.update(rows)
             inserter.insert_s += insert_s
+        feeding.join(timeout=30)
+        if feed_error:
+            raise feed_error[0]
         for p in procs:
             p.join(timeout=30)
     finally:
-        for c in conns:
+        for c in (*to_worker, *from_worker):
             c.close()
         for p in procs:
             if p.is_alive():
