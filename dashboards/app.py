@@ -34,6 +34,7 @@ from dashboards.data import (
     Snapshot,
     SnapshotCache,
     TrendCache,
+    WindowCache,
     snapshot,
 )
 from dashboards.i18n import AQI_COLOURS, POLLUTANT_NAMES, aqi_level_name, t
@@ -250,6 +251,7 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
     refresh_s = settings.dashboard_refresh_s
     cache = SnapshotCache(ttl_s=max(0.2, refresh_s * 0.5))
     trends = TrendCache()
+    windows = WindowCache()
     pool = QueryPool.for_store(store, QUERY_CONNECTIONS)
 
     app = dash.Dash(
@@ -267,7 +269,7 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
         key = ("live",) if asof is None else ("at", int(asof))
         return cache.get(key, lambda: snapshot(
             store, geo, at=asof, standard=standard, stale_s=settings.dashboard_stale_s,
-            trends=trends, pool=pool))
+            trends=trends, pool=pool, windows=windows))
 
     app.server.config["CITYBRAIN_SNAPSHOT"] = get_snapshot
 

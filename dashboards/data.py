@@ -312,6 +312,61 @@ class QueryPool:
             st.close()
 
 
+class WindowCache:
+    """A long per-sensor window (the AQI's hour) from parts: the sums of its minutes older
+    than the newest data minus ``seal_s`` are asked for once and kept, the last minutes at
+    every refresh; means, readings and last times as ``queries.environment_window`` gives
+    them (keyed by ``sensor_hash``), up to the order of the additions."""
+
+    def __init__(self, *, seal_s: int = 300, size: int = 8) -> None:
+        self.seal_s = seal_s
+        self.size = size
+        self._items: dict[tuple, pd.DataFrame] = {}
+        self._lock = threading.Lock()
+
+    def get(self, store: Store, domain: str, cols: tuple[str, ...], t: int, window_s: int,
+            newest: int) -> pd.DataFrame:
+        first, last = queries.minute_window(t, window_s)
+        # whole minutes that no longer change: start + 60 <= newest - seal_s
+        sealed_end = min(last - 60, newest - self.seal_s - 60)
+        sealed_end -= sealed_end % 60
+        parts = []
+        if sealed_end >= first:
+            key = (domain, cols, first, sealed_end)
+            with self._lock:
+                body = self._items.get(key)
+            if body is None:
+                body = queries.window_sums(store, domain, cols, first - 1, sealed_end)
+                with self._lock:
+                    self._items[key] = body
+                    while len(self._items) > self.size:
+                        self._items.pop(next(iter(self._items)))
+            parts.append(body)
+            head_lo = sealed_end
+        else:
+            head_lo = first - 1
+        parts.append(queries.window_sums(store, domain, cols, head_lo, t))
+        df = pd.concat([p for p in parts if len(p)] or parts[-1:], ignore_index=True)
+        h = df["sensor_hash"].to_numpy(dtype=np.uint64)
+        keys, inv = np.unique(h, return_inverse=True)
+        k = len(keys)
+        n = np.bincount(inv, weights=df["n"].to_numpy(dtype=np.float64), minlength=k)
+        last_minute = np.zeros(k, dtype=np.int64)
+        np.maximum.at(last_minute, inv, df["last_minute"].to_numpy(dtype=np.int64))
+        out: dict[str, Any] = {"sensor_hash": keys}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for c in cols:
+                total = np.bincount(inv, weights=df[f"{c}_sum"].to_numpy(dtype=np.float64),
+                                    minlength=k)
+                count = np.bincount(inv, weights=df[f"{c}_count"].to_numpy(dtype=np.float64),
+                                    minlength=k)
+                out[c] = total / count
+        out["n"] = n.astype(np.int64)
+        out["last"] = np.minimum(last_minute + 59, int(t))
+        res = pd.DataFrame(out)
+        return res[res["n"] > 0].reset_index(drop=True)
+
+
 def congestion_trend(store: Store, geo: Geometry, lo: int, hi: int) -> pd.DataFrame:
     """The city's per-minute congestion index over minutes starting in ``(lo, hi]``: what
     ``queries.congestion_trend`` computes, from the loops' minute means weighted with the
@@ -338,7 +393,7 @@ def congestion_trend(store: Store, geo: Geometry, lo: int, hi: int) -> pd.DataFr
 def snapshot(
     store: Store, geo: Geometry, *, at: int | None = None, standard: str = "china",
     stale_s: float = 120.0, now: float | None = None, trends: TrendCache | None = None,
-    trend_minutes: int = 60, pool: QueryPool | None = None,
+    trend_minutes: int = 60, pool: QueryPool | None = None, windows: WindowCache | None = None,
 ) -> Snapshot:
     """Query the store for the city at ``at`` (epoch s; ``None`` = the newest data).
 
@@ -349,6 +404,7 @@ def snapshot(
     from models.indicators.traffic import congestion_index
 
     trends = trends if trends is not None else TrendCache()
+    windows = windows if windows is not None else WindowCache()
     pool = pool if pool is not None else QueryPool([store])
     clock = time.perf_counter
 
@@ -367,7 +423,8 @@ def snapshot(
     res, q_times = pool.run({
         "freshness": (queries.freshness, newest_by),
         "traffic": (partial(queries.traffic_window, hashed=True), t),
-        "environment": (partial(queries.environment_window, hashed=True), t),
+        "environment": (windows.get, "environment", queries.ENVIRONMENT_WINDOW, t, 3600,
+                        newest),
         "utility": (partial(queries.utility_window, hashed=True), t),
         "ci_trend": (trend("ci", lambda st, a, b: congestion_trend(st, geo, a, b), lo, 60),),
         "env_trend": (trend("env", queries.environment_trend, lo - 3600, 300),),

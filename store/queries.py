@@ -128,12 +128,15 @@ def traffic_window(store: Store, t: int, *, window_s: int = 300,
                    hashed)
 
 
+#: the environment window's metrics (the 1-hour means feed the AQI)
+ENVIRONMENT_WINDOW = ("pm25", "pm10", "no2", "o3", "so2", "co", "noise_dba", "temp_c", "wind_ms")
+
+
 def environment_window(store: Store, t: int, *, window_s: int = 3600,
                        hashed: bool = False) -> pd.DataFrame:
     """Per environment sensor over the window ending at ``t``: mean of every metric (the
     1-hour means feed the AQI), readings and the last reading time."""
-    cols = ("pm25", "pm10", "no2", "o3", "so2", "co", "noise_dba", "temp_c", "wind_ms")
-    return _window(store, "environment", cols, t, window_s, hashed)
+    return _window(store, "environment", ENVIRONMENT_WINDOW, t, window_s, hashed)
 
 
 def utility_window(store: Store, t: int, *, window_s: int = 300,
@@ -158,6 +161,23 @@ def _window(store: Store, domain: str, cols: tuple[str, ...], t: int,
         WHERE {_mwhere(t, window_s)}
         GROUP BY sensor_id
         HAVING n > 0
+        """
+    )
+
+
+def window_sums(store: Store, domain: str, cols: tuple[str, ...], lo: int,
+                hi: int) -> pd.DataFrame:
+    """Per sensor over the minutes starting in ``(lo, hi]``: ``sensor_hash``, ``n`` readings,
+    ``last_minute`` (start of the newest minute) and ``<metric>_sum``/``<metric>_count``: the
+    parts of a window that a caller adds up itself (``dashboards.data.WindowCache``)."""
+    sums = ", ".join(f"sum({c}_sum) AS {c}_sum, sum({c}_count) AS {c}_count" for c in cols)
+    return store.query(
+        f"""
+        SELECT cityHash64(sensor_id) AS sensor_hash, sum(readings) AS n,
+               toUInt32(max(ts)) AS last_minute, {sums}
+        FROM {sensor_minutes(domain)}
+        WHERE {_range(lo, hi)}
+        GROUP BY sensor_id
         """
     )
 

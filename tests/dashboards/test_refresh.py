@@ -102,3 +102,30 @@ def test_snapshot_on_a_pool_equals_one_connection(server_store: Any) -> None:
     pd.testing.assert_frame_equal(a.ci_trend, b.ci_trend)
     pd.testing.assert_frame_equal(a.aqi_trend, b.aqi_trend)
     assert {"traffic", "environment", "ci_trend", "queries"} <= set(a.timings)
+
+
+def test_window_from_parts_equals_the_window_query(server_store: Any) -> None:
+    from config.city import load_city
+    from dashboards.data import WindowCache
+    from dashboards.seed import seed_store
+    from store import queries
+    from tests.dashboards.conftest import SEED_START
+
+    seed_store(server_store, load_city(), scenario="bad_day", start=SEED_START, duration_s=1200)
+    newest = max(queries.newest_ts(server_store).values())
+    cache = WindowCache()
+    for t in (newest, newest - 400, newest - 900):
+        want = queries.environment_window(server_store, t, hashed=True)
+        for _ in range(2):  # asked, then kept
+            got = cache.get(server_store, "environment", queries.ENVIRONMENT_WINDOW, t, 3600,
+                            newest)
+            w = want.sort_values("sensor_hash").reset_index(drop=True)
+            g = got.sort_values("sensor_hash").reset_index(drop=True)
+            assert len(g) == len(w) > 0
+            assert (g["sensor_hash"].to_numpy() == w["sensor_hash"].to_numpy()).all()
+            assert (g["n"].to_numpy() == w["n"].to_numpy()).all()
+            assert (g["last"].to_numpy() == w["last"].to_numpy()).all()
+            for c in queries.ENVIRONMENT_WINDOW:
+                np.testing.assert_allclose(g[c].to_numpy(dtype=float), w[c].to_numpy(dtype=float),
+                                           rtol=1e-9, err_msg=c)
+    assert cache._items  # the sealed minutes were kept
