@@ -160,6 +160,7 @@ class Sink:
         self._table_topics = {settings.topic(t) for t in ("anomalies", "risk", "alerts")}
         self._labels_topic = settings.topic("groundtruth")
         self.consumer: KafkaConsumer | None = None
+        self._rebalance_started: float | None = None  # revocation seen, assignment not yet
         self.city = load_city(settings.city_file)
         self.validator = CityValidator(self.city)
         #: the most rows held at once (checked by the outage test: memory stays bounded)
@@ -185,6 +186,7 @@ class Sink:
 
         class _Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked: object) -> None:
+                sink._rebalance_started = sink.clock()
                 # flush what we have so the next owner starts after it; if the store is down,
                 # drop the buffer: the new owner gets those messages again (at-least-once)
                 # Store what we hold so the next owner does not wait for it. No commit here:
@@ -198,6 +200,7 @@ class Sink:
                         sink.buffer.clear()
 
             def on_partitions_assigned(self, assigned: object) -> None:
+                sink._rebalance_started = None
                 log.info("sink assigned %s", assigned)
 
         topics = [
@@ -271,18 +274,27 @@ class Sink:
         """
         limit = self.settings.sink_rejoin_after_s
         now = self.clock()
-        if consumer.assignment() or limit <= 0:
+        if limit <= 0:
+            return consumer
+        # kafka-python keeps the old assignment (paused, "pending revocation") until a
+        # rebalance completes, so a rebalance that never completes looks assigned: measure it
+        # from the revocation callback
+        started = self._rebalance_started
+        stuck = started is not None and now - started >= limit
+        if consumer.assignment() and started is None:
             self._assigned_at = now
             return consumer
-        if now - self._assigned_at < limit:
+        if not stuck and now - self._assigned_at < limit:
             return consumer
-        log.warning("sink: no partitions assigned for %.0fs; rejoining the group", limit)
+        log.warning("sink: %s for %.0fs; rejoining the group",
+                    "group rebalance not completed" if stuck else "no partitions assigned", limit)
         if self.buffer.rows:
             try:
                 self._flush(commit=False)  # the next owner re-reads; tables de-duplicate
             except StoreError:
                 return consumer  # the store is down: the main loop's backoff handles it
         consumer.close(autocommit=False)
+        self._rebalance_started = None
         self.consumer = consumer = self._consumer()
         self._assigned_at = self.clock()
         return consumer
