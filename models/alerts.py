@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from models.base import ModelsError, check_int, check_positive, check_range
 
 OPEN = "open"
@@ -58,6 +60,46 @@ class Alert:
     escalated_at: float | None = None
     below_since: float | None = None
     resolved_at: float | None = None
+
+
+def collective(
+    key: np.ndarray,
+    group: np.ndarray,
+    score: np.ndarray,
+    n_keys: int,
+    *,
+    level: float,
+    min_sensors: int,
+    min_share: float,
+    ratio: float,
+) -> np.ndarray:
+    """Keys where many sensors are moderately anomalous together (a collective anomaly).
+
+    ``key`` (per fresh, healthy sensor) is its (district, type) key in ``[0, n_keys)``,
+    ``group`` the key's alert type (so districts are compared with the rest of the city for
+    the same type), ``score`` its latest score. A key is hot when at least ``min_sensors`` of
+    its sensors and at least ``min_share`` of them score ``>= level``, and that share is at
+    least ``ratio`` times the share among the other keys of its group. Readings of many
+    sensors that each fall short of the alert threshold are independent evidence when the
+    sensors' noise is; the comparison with the rest of the city removes what moves every
+    district at once (rain, the daily ramps on a cold start), so what remains is local: a
+    crowd round a venue, a queue across a junction. Returns a bool array of ``n_keys``.
+    """
+    out = np.zeros(n_keys, dtype=bool)
+    if level <= 0 or key.size == 0:
+        return out
+    n = np.bincount(key, minlength=n_keys).astype(np.float64)
+    hi = score >= level
+    c = np.bincount(key[hi], minlength=n_keys).astype(np.float64)
+    gk = np.zeros(n_keys, dtype=np.int64)
+    gk[key] = group
+    n_g = np.bincount(gk, weights=n, minlength=int(gk.max()) + 1)
+    c_g = np.bincount(gk, weights=c, minlength=int(gk.max()) + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = c / n
+        others = (c_g[gk] - c) / (n_g[gk] - n)
+    others = np.where(np.isfinite(others), others, 0.0)
+    return (c >= min_sensors) & (share >= min_share) & (share >= ratio * others)
 
 
 class AlertManager:

@@ -112,6 +112,10 @@ class AlertParams:
     aqi_level: float = 150.0
     aqi_ratio: float = 1.3
     aqi_excess: float = 15.0
+    collective_level: float = 0.7
+    collective_sensors: int = 5
+    collective_share: float = 0.1
+    collective_ratio: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,10 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "alerts.aqi_level": (0, 500, False),
     "alerts.aqi_ratio": (1, 100, False),
     "alerts.aqi_excess": (0, 500, False),
+    "alerts.collective_level": (0, 1, False),
+    "alerts.collective_sensors": (1, 10**6, False),
+    "alerts.collective_share": (0, 1, False),
+    "alerts.collective_ratio": (0, 10**6, False),
 }
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from config.domains import KIND_DOMAIN, KINDS
-from models.alerts import AlertManager, Signal
+from models.alerts import AlertManager, Signal, collective
 from models.base import Batch, ModelsError, contiguous, select
 from models.detectors.isolation import IsolationDetector
 from models.detectors.seasonal import SeasonalDetector
@@ -399,6 +399,26 @@ class CityModels:
         strength = np.full(len(self.table.districts) * nt, -1.0)
         np.maximum.at(strength, key, sc)
         count = np.bincount(key[hot], minlength=strength.shape[0])
+        a = self.params.alerts
+        if a.collective_level > 0:  # many sensors moderately anomalous together, locally
+            many = collective(
+                key,
+                self._type_code[idx],
+                sc,
+                strength.shape[0],
+                level=a.collective_level,
+                min_sensors=a.collective_sensors,
+                min_share=a.collective_share,
+                ratio=a.collective_ratio,
+            )
+            if many.any():
+                # the key is as good as at its threshold, and the elevated sensors are the
+                # corroborating ones (independent sensors agreeing: no wait)
+                thr_k = np.zeros(strength.shape[0])
+                thr_k[key] = self.threshold[idx]
+                strength = np.where(many, np.maximum(strength, thr_k), strength)
+                hot = hot | (many[key] & (sc >= a.collective_level))
+                count = np.bincount(key[hot], minlength=strength.shape[0])
         out: dict[tuple[str, str], Signal] = {}
         hot_ids: dict[int, list[str]] = {}
         for k, i in zip(key[hot].tolist(), idx[hot].tolist(), strict=True):

@@ -96,3 +96,28 @@ def test_corroborated_alert_opens_without_waiting() -> None:
     assert [e["event"] for e in ev] == ["opened"] and ev[0]["district"] == "D2"
     with pytest.raises(ValueError, match="corroborate_sensors"):
         AlertManager(thresholds={}, corroborate_sensors=-1)
+
+
+def test_collective_needs_many_sensors_a_share_and_contrast_with_the_city() -> None:
+    import numpy as np
+
+    from models.alerts import collective
+
+    # keys 0..3 (four districts of one type); 10 sensors each
+    key = np.repeat(np.arange(4), 10)
+    group = np.zeros(40, dtype=np.int64)
+    score = np.full(40, 0.3)
+    score[0:6] = 0.8  # district 0: 6 of 10 moderately anomalous
+    score[10:11] = 0.8  # district 1: 1 of 10
+    kw = dict(level=0.7, min_sensors=5, min_share=0.2, ratio=3.0)
+    assert collective(key, group, score, 4, **kw).tolist() == [True, False, False, False]
+    # everyone elevated (rain, a daily ramp): no district stands out from the city
+    allhot = np.full(40, 0.8)
+    assert not collective(key, group, allhot, 4, **kw).any()
+    # too few sensors, even if they are all of the district's
+    assert not collective(key[:6], group[:6], score[:6], 4, **{**kw, "min_sensors": 7}).any()
+    # level 0 switches it off
+    assert not collective(key, group, score, 4, **{**kw, "level": 0.0}).any()
+    # another type (group) does not dilute the contrast
+    g2 = np.where(key >= 2, 1, 0)
+    assert collective(key, g2, score, 4, **kw).tolist() == [True, False, False, False]
