@@ -1,9 +1,12 @@
 """What one refresh of the screen knows: the city's state at one moment, from the store.
 
 :class:`Geometry` is the static city (from the config, read once when the app is built);
-:func:`snapshot` runs the refresh's queries (``store.queries``) and derives the KPIs. A
-:class:`SnapshotCache` shares one snapshot per moment between all open browsers, so ten
-operators cost one set of queries per refresh.
+:func:`snapshot` runs the refresh's queries (``store.queries``, at once on a
+:class:`QueryPool`) and derives the KPIs. A :class:`SnapshotCache` shares one snapshot per
+moment between all open browsers, so ten operators cost one set of queries per refresh;
+:class:`TrendCache` and :class:`WindowCache` keep what no longer changes (trend minutes and the
+AQI hour's minutes older than the newest data minus five minutes), so a live refresh reads only
+the last minutes. See docs/dashboard.md, "How a refresh works, and what it costs".
 """
 
 from __future__ import annotations
