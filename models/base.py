@@ -203,11 +203,18 @@ def select(cond: np.ndarray, a: Any, b: Any) -> np.ndarray:
     all False (the usual case in a stream). The result may be ``a`` or ``b`` itself (not a
     copy): callers must not write into it."""
     if cond.all():
-        r = a
+        r, other = a, b
     elif not cond.any():
-        r = b
+        r, other = b, a
     else:
         return np.where(cond, a, b)
+    if (
+        isinstance(r, np.ndarray)
+        and r.shape == cond.shape
+        and (np.ndim(other) == 0 or np.shape(other) == r.shape)
+        and r.dtype == np.result_type(a, b)
+    ):
+        return r
     shape = np.broadcast_shapes(np.shape(cond), np.shape(a), np.shape(b))
     dtype = np.result_type(a, b)
     if not isinstance(r, np.ndarray) or r.shape != shape or r.dtype != dtype:
@@ -216,6 +223,27 @@ def select(cond: np.ndarray, a: Any, b: Any) -> np.ndarray:
 
 
 Rows = np.ndarray | slice
+
+
+def sweep_length(a: np.ndarray) -> int | None:
+    """``k`` when ``a`` (non-empty) is ``n / k`` repetitions of the same ``k`` distinct values
+    in the same order (a batch of consecutive reporting intervals of the same sensors), else
+    None."""
+    n = a.shape[0]
+    if n == 0:
+        return None
+    first = np.flatnonzero(a == a[0])
+    k = int(first[1]) if first.shape[0] > 1 else n
+    if n % k or first.shape[0] != n // k:
+        return None
+    head = a[:k]
+    if k < n and not bool((a.reshape(-1, k) == head).all()):
+        return None
+    if k > 1:
+        srt = np.sort(head)
+        if not bool((srt[1:] != srt[:-1]).all()):
+            return None
+    return k
 
 
 def occurrence_rounds(sensor: np.ndarray) -> list[Rows]:
@@ -233,16 +261,9 @@ def occurrence_rounds(sensor: np.ndarray) -> list[Rows]:
     n = sensor.shape[0]
     if n == 0:
         return []
-    # fast path: the batch is k sweeps over the same distinct sensors, in the same order
-    first = np.flatnonzero(sensor == sensor[0])
-    k = int(first[1]) if first.shape[0] > 1 else n
-    if n % k == 0 and first.shape[0] == n // k:
-        head = sensor[:k]
-        same = k == n or bool((sensor.reshape(-1, k) == head).all())
-        if same:
-            srt = np.sort(head)
-            if k == 1 or bool((srt[1:] != srt[:-1]).all()):
-                return [slice(a, a + k) for a in range(0, n, k)]
+    k = sweep_length(sensor)
+    if k is not None:  # fast path: every round is one sweep
+        return [slice(a, a + k) for a in range(0, n, k)]
     order = np.argsort(sensor, kind="stable")
     s = sensor[order]
     new = np.empty(n, dtype=bool)

@@ -114,6 +114,8 @@ class SensorHealth(PerSensorState):
         self.interval_s = np.broadcast_to(np.asarray(interval_s, dtype=np.float64), (n,)).copy()
         self.lo = np.array([METRIC_INFO[k][1] for k in metrics])
         self.hi = np.array([METRIC_INFO[k][2] for k in metrics])
+        self._lo_tile = np.empty((0, m))
+        self._hi_tile = np.empty((0, m))
         self._stuck_cols = np.ones(m, dtype=bool)
         self._stuck_cols[list(skip_stuck)] = False
         # gateway of each sensor (optional): a dropout is a sensor silent while its gateway
@@ -155,7 +157,11 @@ class SensorHealth(PerSensorState):
         if batch.values.shape[1] != self.n_metrics:
             raise ModelsError(f"SensorHealth: expected {self.n_metrics} metrics")
         x_all = batch.values
-        oor = any_rows((x_all < self.lo) | (x_all > self.hi))
+        nr = x_all.shape[0]
+        if self._lo_tile.shape[0] < nr:  # (rows, m) blocks: a (m,) row broadcast is slow
+            self._lo_tile = np.tile(self.lo, (max(nr, len(self.ids)), 1))
+            self._hi_tile = np.tile(self.hi, (max(nr, len(self.ids)), 1))
+        oor = any_rows((x_all < self._lo_tile[:nr]) | (x_all > self._hi_tile[:nr]))
         flags = oor.astype(np.uint16) * np.uint16(OUT_OF_RANGE)
         if drift is not None:
             drifting = any_rows(np.abs(drift) >= self.drift_z)  # per sensor; NaN compares False

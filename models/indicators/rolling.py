@@ -31,6 +31,7 @@ from models.base import (
     flat_rows,
     occurrence_rounds,
     put_rows,
+    sweep_length,
     take_rows,
 )
 
@@ -241,7 +242,27 @@ class WindowAggregator(PerSensorState):
         cnt = self.cnt.reshape(-1)
         sm = self.sum.reshape(-1)
         sq = self.sumsq.reshape(-1)
-        if s.size * 4 < size:  # sparse: touch only the slots that changed
+        k = sweep_length(flat)
+        if k is not None:
+            # sweeps over the same slots (consecutive intervals of the same sensors): sum
+            # each slot's readings in batch order starting from 0.0 -- exactly what bincount
+            # does -- then add to the state once, touching only those slots
+            reps = flat.shape[0] // k
+            pos = flat_rows(flat[:k], m)
+            v3 = vz.reshape(reps, k, m)
+            acc_s = 0.0 + v3[0]
+            acc_q = 0.0 + v3[0] * v3[0]
+            for i in range(1, reps):
+                vi = v3[i]
+                acc_s += vi
+                acc_q += vi * vi
+            if all_valid:
+                cnt[pos] += reps
+            else:
+                cnt[pos] += valid.reshape(reps, k * m).sum(axis=0)
+            sm[pos] += acc_s.reshape(-1)
+            sq[pos] += acc_q.reshape(-1)
+        elif s.size * 4 < size:  # sparse: touch only the slots that changed
             uniq, inv = np.unique(flat, return_inverse=True)
             k = uniq.shape[0]
             pos = flat_rows(uniq, m)

@@ -71,8 +71,11 @@ def congestion_index(
     else:
         g = np.asarray(groups, dtype=np.int64)
         n = int(n_groups if n_groups is not None else (g.max() + 1 if g.size else 0))
-    tt = np.bincount(g[ok], weights=(w / v)[ok], minlength=n)
-    tt0 = np.bincount(g[ok], weights=(w / vf)[ok], minlength=n)
+    a, b = w / v, w / vf
+    if not ok.all():  # (boolean selection is skipped when every row is valid)
+        g, a, b = g[ok], a[ok], b[ok]
+    tt = np.bincount(g, weights=a, minlength=n)
+    tt0 = np.bincount(g, weights=b, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         ci = tt / tt0 - 1.0
     ci[tt0 <= 0] = np.nan
