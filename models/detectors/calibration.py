@@ -53,7 +53,9 @@ def combine_calibrate(u: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np
         metric = np.zeros(filled.shape[0], dtype=np.int64)
         for j in range(1, m):
             col = filled[:, j]
-            np.copyto(metric, j, where=col > best)  # strict: the first maximum wins
+            # where(col > best, j, metric) without a masked pass (slow on mixed masks): j is
+            # above every column index so far; strict >, so the first maximum wins
+            metric = np.maximum(metric, (col > best) * j)
             np.maximum(best, col, out=best)
     else:
         metric = np.argmax(filled, axis=1)

@@ -251,9 +251,19 @@ class IsolationDetector(PerSensorState):
             mu = np.where(c > 0, rows.mean, 0.0)
             sd = np.where(c > 0, rows.std, 0.0)
             ff = flat_rows(fi, m)
-            np.add.at(self.acc_cnt.reshape(-1), ff, c.reshape(-1))
-            np.add.at(self.acc_sum.reshape(-1), ff, (mu * c).reshape(-1))
-            np.add.at(self.acc_sq.reshape(-1), ff, ((sd * sd + mu * mu) * c).reshape(-1))
+            parts = (
+                (self.acc_cnt, c),
+                (self.acc_sum, mu * c),
+                (self.acc_sq, (sd * sd + mu * mu) * c),
+            )
+            if rows.start[0] == rows.start[-1]:
+                # one sub-window per sensor (rows come ordered by window): no position
+                # repeats, so a plain fancy add equals np.add.at (which is much slower)
+                for acc, v in parts:
+                    acc.reshape(-1)[ff] += v.reshape(-1)
+            else:
+                for acc, v in parts:
+                    np.add.at(acc.reshape(-1), ff, v.reshape(-1))
         if math.isfinite(closed_before_s):
             cu = math.floor(closed_before_s / ws + 1e-9)
             if cu > self._fed_upto:

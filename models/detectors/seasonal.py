@@ -204,7 +204,12 @@ class SeasonalDetector(PerSensorState):
         ff = flat_rows(fi, m)
         sl = contiguous(s)
         fs = flat_rows(s, m) if sl is None else slice(sl.start * m, sl.stop * m)
-        floor_abs = self._floor
+        # the metric floors as a (k, m) block: a (m,) row broadcast over k rows is an order
+        # of magnitude slower than an element-wise op on equal shapes
+        ft = self.__dict__.get("_floor_tile")
+        if ft is None or ft.shape[0] < s.shape[0]:
+            ft = self.__dict__["_floor_tile"] = np.tile(self._floor, (len(self.ids), 1))
+        floor_abs = ft[: s.shape[0]]
         med = self.med.reshape(-1, m).take(fi, axis=0)
         mad = self.mad.reshape(-1, m).take(fi, axis=0)
         cnt = self.cnt.reshape(-1, m).take(fi, axis=0)

@@ -53,24 +53,40 @@ def nan_median_rows(a: np.ndarray) -> np.ndarray:
     sorting network of ``minimum``/``maximum`` (NaN as +inf), far cheaper than ``np.sort`` on
     many tiny rows; longer rows are sorted."""
     k = a.shape[-1]
-    nan = np.isnan(a)
-    n = k - np.sum(nan, axis=-1)
-    if k > 8 or k == 0:
-        srt = np.sort(a, axis=-1)
-        cols = [srt[..., i] for i in range(k)]
-    else:
-        if nan.any():
-            cols = [np.where(nan[..., i], np.inf, a[..., i]) for i in range(k)]
-        else:
-            cols = [a[..., i] for i in range(k)]
-        for rnd in range(k):
-            for i in range(rnd % 2, k - 1, 2):
-                lo = np.minimum(cols[i], cols[i + 1])
-                cols[i + 1] = np.maximum(cols[i], cols[i + 1])
-                cols[i] = lo
     if k == 0:
         return np.full(a.shape[:-1], np.nan)
-    if (n == k).all():
+    if k > 8:
+        nan = np.isnan(a)
+        n = k - np.sum(nan, axis=-1)
+        srt = np.sort(a, axis=-1)
+        return _median_of_sorted([srt[..., i] for i in range(k)], n)
+    return nan_median_cols([np.ascontiguousarray(a[..., i]) for i in range(k)])
+
+
+def nan_median_cols(cols: list[np.ndarray]) -> np.ndarray:
+    """:func:`nan_median_rows` of the values given as ``k`` equal-shape arrays (contiguous
+    columns: the sorting network runs on whole arrays instead of strided views)."""
+    k = len(cols)
+    nans = [np.isnan(c) for c in cols]
+    if not any(bool(x.any()) for x in nans):
+        n = None
+    else:
+        cols = [np.where(x, np.inf, c) for x, c in zip(nans, cols, strict=True)]
+        n = np.full(cols[0].shape, k, dtype=np.int64)
+        for x in nans:
+            n -= x
+    for rnd in range(k):
+        for i in range(rnd % 2, k - 1, 2):
+            lo = np.minimum(cols[i], cols[i + 1])
+            cols[i + 1] = np.maximum(cols[i], cols[i + 1])
+            cols[i] = lo
+    return _median_of_sorted(cols, n)
+
+
+def _median_of_sorted(cols: list[np.ndarray], n: np.ndarray | None) -> np.ndarray:
+    """Median of rows sorted column-wise (NaN/+inf last) with ``n`` values each (None: all)."""
+    k = len(cols)
+    if n is None or (n == k).all():
         return 0.5 * (cols[(k - 1) // 2] + cols[k // 2])
     stacked = np.stack(cols, axis=0)
     lo_i = np.maximum((n - 1) // 2, 0)
@@ -262,8 +278,12 @@ class SpatialDetector(PerSensorState):
             fs = flat_rows(s, m) if c is None else slice(c.start * m, c.stop * m)
             scratch[ix] = x
             nb = self.neighbours[c] if c is not None else self.neighbours.take(s, axis=0)
-            vals = scratch.take(nb, axis=0)  # (k, nb, m); -1 pads index the NaN row
-            med = nan_median_rows(vals.transpose(0, 2, 1))
+            if 0 < nb.shape[1] <= 8:  # one contiguous (rows, m) block per neighbour rank
+                med = nan_median_cols(
+                    [scratch.take(nb[:, i], axis=0) for i in range(nb.shape[1])]
+                )  # -1 pads index the NaN row
+            else:
+                med = nan_median_rows(scratch.take(nb, axis=0).transpose(0, 2, 1))
             scratch[ix] = np.nan
             d = x - med
             ok = ~np.isnan(d)
@@ -271,7 +291,10 @@ class SpatialDetector(PerSensorState):
             off = take_rows(self.off, s, c)
             odev = take_rows(self.odev, s, c)
             drift = take_rows(self.drift, s, c)
-            sig = MEANDEV_TO_SIGMA * odev + self.scale_floor * np.abs(med) + self._floor
+            ft = self.__dict__.get("_floor_tile")  # the floors as a (rows, m) block
+            if ft is None or ft.shape[0] < s.shape[0]:
+                ft = self.__dict__["_floor_tile"] = np.tile(self._floor, (len(self.ids), 1))
+            sig = MEANDEV_TO_SIGMA * odev + self.scale_floor * np.abs(med) + ft[: s.shape[0]]
             res = d - off
             z = np.minimum(np.maximum(res / sig, -Z_CLIP), Z_CLIP)
             warm = cnt >= self.min_count
