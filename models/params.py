@@ -116,6 +116,7 @@ class AlertParams:
     collective_sensors: int = 5
     collective_share: float = 0.1
     collective_ratio: float = 3.0
+    power_min_kv: float = 10.45
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "alerts.collective_sensors": (1, 10**6, False),
     "alerts.collective_share": (0, 1, False),
     "alerts.collective_ratio": (0, 10**6, False),
+    "alerts.power_min_kv": (0, 10**4, False),
 }
 
 

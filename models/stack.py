@@ -324,18 +324,54 @@ class CityModels:
     ) -> dict[tuple[str, str], Signal]:
         """Alert signals per (district, type) from fresh scores of healthy sensors; with
         ``alerts.aqi_level`` > 0, air-quality signals come from the stations' hourly AQI in
-        ``indicators`` instead of their anomaly scores."""
+        ``indicators`` instead of their anomaly scores, and with ``alerts.power_min_kv`` > 0
+        power signals from the feeders' voltage (:meth:`power_signals`)."""
         r = self.risk
         usable = ((quality & VALUE_FAULTS) == 0) & self.warmed(now)
-        level = self.params.alerts.aqi_level
-        if level <= 0 or "air" not in self.kinds:
-            return self.signals_of(now, r.score, r.score_ts, usable)
-        air = self.kinds["air"].global_index
-        usable_air = usable[air]
-        usable[air] = False
+        a = self.params.alerts
+        extra: dict[tuple[str, str], Signal] = {}
+        if a.aqi_level > 0 and "air" in self.kinds:
+            air = self.kinds["air"].global_index
+            usable_air = usable[air]
+            usable[air] = False
+            if indicators is not None and "aqi" in indicators:
+                extra.update(self.aqi_signals(indicators["aqi"].aqi, usable_air, a.aqi_level))
+        if a.power_min_kv > 0 and "power" in self.kinds:
+            km = self.kinds["power"]
+            with np.errstate(invalid="ignore"):
+                fresh = now - km.health.max_ts <= self.params.risk.stale_s
+            usable_pw = usable[km.global_index] & fresh
+            usable[km.global_index] = False
+            extra.update(self.power_signals(usable_pw))
         out = self.signals_of(now, r.score, r.score_ts, usable)
-        if indicators is not None and "aqi" in indicators:
-            out.update(self.aqi_signals(indicators["aqi"].aqi, usable_air, level))
+        out.update(extra)
+        return out
+
+    def power_signals(self, usable: np.ndarray) -> dict[tuple[str, str], Signal]:
+        """Power signals per district from the feeders' voltage: a feeder is *hot* when the
+        mean voltage of its last closed window is below ``alerts.power_min_kv`` (the
+        statutory lower limit; the voltage sags as the feeder's load rises, so this is the
+        overload an operator acts on). Strength: the threshold at the limit, rising to 1 at
+        5 % below it. ``usable``: per feeder (local index), fresh and healthy."""
+        lim = self.params.alerts.power_min_kv
+        km = self.kinds["power"]
+        if "voltage_kv" not in km.metrics:
+            return {}
+        v = np.where(usable, km.latest_mean[:, km.metrics.index("voltage_kv")], np.nan)
+        with np.errstate(invalid="ignore"):
+            low = v < lim
+        if not low.any():
+            return {}
+        g = km.global_index
+        thr = self.params.threshold(KIND_DOMAIN["power"])
+        dc = self.table.district_code[g]
+        out: dict[tuple[str, str], Signal] = {}
+        for d in np.unique(dc[low]).tolist():
+            sel = low & (dc == d)
+            worst = float(np.min(v[sel]))
+            strength = thr + (1.0 - thr) * float(np.clip((lim - worst) / (0.05 * lim), 0.0, 1.0))
+            ids = tuple(str(x) for x in self.table.ids[g[sel]])
+            out[(self.table.districts[d], "power")] = Signal(strength, len(ids), ids)
         return out
 
     def aqi_signals(
