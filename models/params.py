@@ -116,7 +116,7 @@ class AlertParams:
     collective_sensors: int = 5
     collective_share: float = 0.1
     collective_ratio: float = 3.0
-    power_min_kv: float = 10.45
+    power_min_kv: float = 10.5
 
 
 @dataclass(frozen=True)

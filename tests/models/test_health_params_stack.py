@@ -190,11 +190,11 @@ def test_sensors_feed_alerts_only_after_warm_up() -> None:
 
 
 def test_power_alerts_come_from_feeder_voltage() -> None:
-    # 6 feeders in D1, 6 in D2 (15 s); D1's feeders sag below 0.95 pu (10.45 kV) after an hour
+    # 6 feeders in D1, 6 in D2 (15 s); D1's feeders sag below 10.5 kV after 90 minutes
     ids = [f"PW{i}" for i in range(12)]
     table = SensorTable.of(ids, "power", district=["D1"] * 6 + ["D2"] * 6, interval_s=15.0)
     params = load_params()
-    assert params.alerts.power_min_kv == 10.45
+    assert params.alerts.power_min_kv == 10.5
     city = CityModels(table, params, multivariate=False)
     rng = np.random.default_rng(1)
     opened = []
