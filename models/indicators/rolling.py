@@ -248,7 +248,11 @@ class WindowAggregator(PerSensorState):
             # each slot's readings in batch order starting from 0.0 -- exactly what bincount
             # does -- then add to the state once, touching only those slots
             reps = flat.shape[0] // k
-            pos = flat_rows(flat[:k], m)
+            c = contiguous(s[:k])
+            one_slot = c is not None and bool((slot[:k] == slot[0]).all())
+            pos: Any = (c, int(slot[0])) if one_slot else flat_rows(flat[:k], m)
+            # a range of sensors in one slot: a strided (k, m) block of the state
+            tc, tsm, tsq = (self.cnt, self.sum, self.sumsq) if one_slot else (cnt, sm, sq)
             v3 = vz.reshape(reps, k, m)
             acc_s = 0.0 + v3[0]
             acc_q = 0.0 + v3[0] * v3[0]
@@ -256,12 +260,13 @@ class WindowAggregator(PerSensorState):
                 vi = v3[i]
                 acc_s += vi
                 acc_q += vi * vi
+            shape = (k, m) if one_slot else (k * m,)
             if all_valid:
-                cnt[pos] += reps
+                tc[pos] += reps
             else:
-                cnt[pos] += valid.reshape(reps, k * m).sum(axis=0)
-            sm[pos] += acc_s.reshape(-1)
-            sq[pos] += acc_q.reshape(-1)
+                tc[pos] += valid.reshape(reps, k * m).sum(axis=0).reshape(shape)
+            tsm[pos] += acc_s.reshape(shape)
+            tsq[pos] += acc_q.reshape(shape)
         elif s.size * 4 < size:  # sparse: touch only the slots that changed
             uniq, inv = np.unique(flat, return_inverse=True)
             k = uniq.shape[0]
@@ -300,33 +305,52 @@ class WindowAggregator(PerSensorState):
             return WindowRows.empty(m)
         wids = wid[fi]
         s = fi // self.slots
+        blk = None
         if wids.min() != wids.max():
             order = np.lexsort((s, wids))
             fi, s, wids = fi[order], s[order], wids[order]
-        ff = flat_rows(fi, m)
-        cnt = self.cnt.reshape(-1, m).take(fi, axis=0)
+        else:  # one window: a range of sensors is a strided block of one slot
+            c = contiguous(s)
+            if c is not None:
+                blk = (c, int(fi[0] - s[0] * self.slots))
+
+        def gather(arr: np.ndarray) -> np.ndarray:
+            if blk is not None:
+                return arr[blk].copy()
+            return arr.reshape(-1, m).take(fi, axis=0)
+
+        cnt = gather(self.cnt)
         has = cnt > 0
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = self.sum.reshape(-1, m).take(fi, axis=0) / cnt
-            var = self.sumsq.reshape(-1, m).take(fi, axis=0) / cnt - mean * mean
+            mean = gather(self.sum) / cnt
+            var = gather(self.sumsq) / cnt - mean * mean
         if not has.all():
             mean = np.where(has, mean, np.nan)
             var = np.where(has, var, np.nan)
         std = np.sqrt(np.maximum(var, 0.0))
         if self.minmax:
-            vmin = np.where(has, self.vmin.reshape(-1, m).take(fi, axis=0), np.nan)
-            vmax = np.where(has, self.vmax.reshape(-1, m).take(fi, axis=0), np.nan)
+            vmin = np.where(has, gather(self.vmin), np.nan)
+            vmax = np.where(has, gather(self.vmax), np.nan)
         else:
             vmin = vmax = np.full_like(mean, np.nan)
         # clear the slots
         wid[fi] = NO_WINDOW
-        zero = np.zeros(ff.shape[0])
-        self.cnt.reshape(-1)[ff] = 0
-        self.sum.reshape(-1)[ff] = zero
-        self.sumsq.reshape(-1)[ff] = zero
-        if self.minmax:
-            self.vmin.reshape(-1)[ff] = np.inf
-            self.vmax.reshape(-1)[ff] = -np.inf
+        if blk is not None:
+            self.cnt[blk] = 0
+            self.sum[blk] = 0.0
+            self.sumsq[blk] = 0.0
+            if self.minmax:
+                self.vmin[blk] = np.inf
+                self.vmax[blk] = -np.inf
+        else:
+            ff = flat_rows(fi, m)
+            zero = np.zeros(ff.shape[0])
+            self.cnt.reshape(-1)[ff] = 0
+            self.sum.reshape(-1)[ff] = zero
+            self.sumsq.reshape(-1)[ff] = zero
+            if self.minmax:
+                self.vmin.reshape(-1)[ff] = np.inf
+                self.vmax.reshape(-1)[ff] = -np.inf
         # history ring and EWMA, in window order (a sensor may close several windows at once)
         ewma = np.empty_like(mean)
         p50 = np.empty_like(mean)

@@ -15,6 +15,7 @@ from models.base import (
     all_rows,
     any_rows,
     contiguous,
+    flat_rows,
     occurrence_rounds,
     select,
     sweep_length,
@@ -62,6 +63,16 @@ def test_occurrence_rounds_equal_reference() -> None:
         assert len(got) == len(want)
         for g, w in zip(got, want, strict=True):
             assert np.array_equal(np.arange(sensor.shape[0])[g], w), sensor
+
+
+def test_flat_rows_equal_broadcast() -> None:
+    for dt in (np.int64, np.int32):
+        for m in (1, 2, 3, 8):
+            idx = np.array([3, 0, 7, 7, 2], dtype=dt)
+            want = (idx[:, None] * m + np.arange(m)).reshape(-1)
+            got = flat_rows(idx, m)
+            assert np.array_equal(got, want)
+            assert got.dtype == want.dtype
 
 
 def test_sweep_length_and_contiguous() -> None:
@@ -133,7 +144,8 @@ class _nullcontext:
         return None
 
 
-def test_window_sums_of_a_sweep_batch_equal_the_general_path() -> None:
+@pytest.mark.parametrize("ordered", [False, True])
+def test_window_sums_of_a_sweep_batch_equal_the_general_path(ordered: bool) -> None:
     """Sweep batches take a shortcut in ``WindowAggregator._accumulate``; the same readings
     in an order that is not a sweep (each sensor's readings in the same relative order) take
     the bincount path. Sums, counts and every closed-window statistic must be identical."""
@@ -142,7 +154,7 @@ def test_window_sums_of_a_sweep_batch_equal_the_general_path() -> None:
     ids = [f"S{i}" for i in range(n)]
     a = WindowAggregator(ids, n_metrics=m, window_s=60.0, lateness_s=60.0, history=4)
     b = WindowAggregator(ids, n_metrics=m, window_s=60.0, lateness_s=60.0, history=4)
-    order = rng.permutation(n)
+    order = np.arange(n) if ordered else rng.permutation(n)  # ordered: one strided block
     for step in range(40):
         reps = 2
         sensor = np.tile(order, reps)
