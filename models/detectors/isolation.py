@@ -40,6 +40,7 @@ from models.base import (
     PerSensorState,
     check_int,
     check_positive,
+    contiguous,
     flat_rows,
 )
 from models.detectors.calibration import calibrate
@@ -250,18 +251,25 @@ class IsolationDetector(PerSensorState):
             c = rows.count.astype(np.float64)
             mu = np.where(c > 0, rows.mean, 0.0)
             sd = np.where(c > 0, rows.std, 0.0)
-            ff = flat_rows(fi, m)
             parts = (
                 (self.acc_cnt, c),
                 (self.acc_sum, mu * c),
                 (self.acc_sq, (sd * sd + mu * mu) * c),
             )
-            if rows.start[0] == rows.start[-1]:
+            rng_s = contiguous(rows.sensor) if rows.start[0] == rows.start[-1] else None
+            if rng_s is not None:
+                # one sub-window of a range of sensors: a strided block of one ring slot
+                slot0 = int(fi[0] - rows.sensor[0] * ring)
+                for acc, v in parts:
+                    acc[rng_s, slot0] += v
+            elif rows.start[0] == rows.start[-1]:
                 # one sub-window per sensor (rows come ordered by window): no position
                 # repeats, so a plain fancy add equals np.add.at (which is much slower)
+                ff = flat_rows(fi, m)
                 for acc, v in parts:
                     acc.reshape(-1)[ff] += v.reshape(-1)
             else:
+                ff = flat_rows(fi, m)
                 for acc, v in parts:
                     np.add.at(acc.reshape(-1), ff, v.reshape(-1))
         if math.isfinite(closed_before_s):

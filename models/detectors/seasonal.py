@@ -200,19 +200,28 @@ class SeasonalDetector(PerSensorState):
         # state through slices when the round covers a range of sensors; np.where passes are
         # skipped when their condition is uniform (``select``)
         m = self.n_metrics
-        fi = s * self.med.shape[1] + slot
-        ff = flat_rows(fi, m)
         sl = contiguous(s)
         fs = flat_rows(s, m) if sl is None else slice(sl.start * m, sl.stop * m)
+        # a range of sensors in one profile slot (the usual round): (sensor, slot) state is
+        # a strided block, read and written without an index array
+        blk = int(slot[0]) if sl is not None and bool((slot == slot[0]).all()) else None
+        if blk is None:
+            fi = s * self.med.shape[1] + slot
+            ff = flat_rows(fi, m)
         # the metric floors as a (k, m) block: a (m,) row broadcast over k rows is an order
         # of magnitude slower than an element-wise op on equal shapes
         ft = self.__dict__.get("_floor_tile")
         if ft is None or ft.shape[0] < s.shape[0]:
             ft = self.__dict__["_floor_tile"] = np.tile(self._floor, (len(self.ids), 1))
         floor_abs = ft[: s.shape[0]]
-        med = self.med.reshape(-1, m).take(fi, axis=0)
-        mad = self.mad.reshape(-1, m).take(fi, axis=0)
-        cnt = self.cnt.reshape(-1, m).take(fi, axis=0)
+        if blk is not None:
+            med = self.med[sl, blk].copy()
+            mad = self.mad[sl, blk].copy()
+            cnt = self.cnt[sl, blk].copy()
+        else:
+            med = self.med.reshape(-1, m).take(fi, axis=0)
+            mad = self.mad.reshape(-1, m).take(fi, axis=0)
+            cnt = self.cnt.reshape(-1, m).take(fi, axis=0)
         lvl = take_rows(self.lvl, s, sl)
         slope = take_rows(self.slope, s, sl)
         dev = take_rows(self.dev, s, sl)
@@ -306,9 +315,14 @@ class SeasonalDetector(PerSensorState):
         put_rows(self.slope, fs, new_slope)
         put_rows(self.dev, fs, new_dev)
         put_rows(self.lcnt, fs, lcnt + has)
-        put_rows(self.med, ff, new_med)
-        put_rows(self.mad, ff, new_mad)
-        put_rows(self.cnt, ff, cnt + has)
+        if blk is not None:
+            self.med[sl, blk] = new_med
+            self.mad[sl, blk] = new_mad
+            self.cnt[sl, blk] = cnt + has
+        else:
+            put_rows(self.med, ff, new_med)
+            put_rows(self.mad, ff, new_mad)
+            put_rows(self.cnt, ff, cnt + has)
         self.last_ts[ix] = (
             np.where(any_rows(has), np.fmax(last, t), last) if not all_has else np.fmax(last, t)
         )
