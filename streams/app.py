@@ -139,11 +139,13 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         for name in ("indicators", "anomalies", "risk", "alerts", "deadletter")
     }
     lock = asyncio.Lock()
+    rebalanced = asyncio.Event()  # cleared from a revocation until the next assignment
+    rebalanced.set()
     pending: list[Any] = []  # events processed since the last checkpoint (not acked yet)
     sent: list[Any] = []  # delivery futures of the outputs sent since the last checkpoint
     ctx: dict[str, Any] = {
         "stream": None, "last_checkpoint": time.monotonic(), "city": False,
-        "revoked_generation": -1,  # consumer generation of the last revocation
+        "owned": set(),  # (topic, partition) assigned to this worker
     }
     offsets: dict[tuple[str, int], int] = {}
 
@@ -193,27 +195,35 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types the result oddly
     async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        """Partitions that go to another worker: drop their un-acked events (never ack them:
-        the next owner processes them from the last committed offset) and forget the in-memory
-        state of their gateways, so that if they come back here it is restored from the table
-        (the next owner may have moved it on meanwhile)."""
-        revoked = args[0] if args else kwargs.get("revoked", ())
-        gone = {(tp.topic, tp.partition) for tp in revoked}
+        """A rebalance starts: checkpoint everything processed so far (state delivered, events
+        acked), so the table holds exactly this worker's in-memory state. Events fetched
+        before the rebalance that are still processed afterwards (they wait in ``noack_take``'s
+        buffer, which Faust does not clear) then simply continue that state in offset order."""
+        rebalanced.clear()  # the agent waits for the new assignment before its next batch
         async with lock:
-            # every event fetched up to now is stale once a revocation starts, also those of
-            # partitions that come back here (Faust fetches them again from the committed
-            # offset; processing the stale copy first would let the restored state skip the
-            # dropped un-acked events below)
-            ctx["revoked_generation"] = max(ctx["revoked_generation"],
-                                            int(app.consumer_generation_id))
-            keep = [e for e in pending if (e.message.topic, e.message.partition) not in gone]
-            dropped = len(pending) - len(keep)
-            pending[:] = keep
-            gateways = processor.gateways_of(gone)
-            processor.forget(gateways)
-        if gone:
-            log.info("partitions revoked: %d; forgot %d gateways, %d un-acked events",
-                     len(gone), len(gateways), dropped)
+            if ctx["stream"] is not None and (pending or processor.dirty):
+                await checkpoint()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        """Keep in memory only the gateways of partitions this worker owned before the
+        rebalance and still owns. The others are forgotten (and their un-acked events dropped,
+        never acked): a partition that moved away is the new owner's, and one that is new here
+        (or came back after another worker had it) must be restored from the table, which its
+        last owner may have moved on. A gateway is restored the first time it is seen again."""
+        assigned = args[0] if args else kwargs.get("assigned", ())
+        now = {(tp.topic, tp.partition) for tp in assigned}
+        async with lock:
+            keep = {f"{t}:{p}" for t, p in now & ctx["owned"]}
+            stale = {gw for gw, pos in processor.positions.items() if not pos.keys() <= keep}
+            processor.forget(stale)
+            kept = [e for e in pending if (e.message.topic, e.message.partition) in now]
+            dropped = len(pending) - len(kept)
+            pending[:] = kept
+            ctx["owned"] = now
+        rebalanced.set()
+        log.info("partitions assigned: %d; forgot %d gateways, dropped %d un-acked events",
+                 len(now), len(stale), dropped)
 
     @app.agent(readings, name="readings")
     async def process(stream: faust.StreamT) -> None:
@@ -221,6 +231,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         async for events in stream.noack_take(  # type: ignore[attr-defined]
             settings.worker_batch, within=settings.worker_batch_timeout_s
         ):
+            # Between a revocation and the next assignment nobody knows who owns what: a batch
+            # processed then could checkpoint state of a partition another worker already
+            # continues. Wait, then keep only the events of partitions still assigned here.
+            await rebalanced.wait()
             async with lock:
                 if not ctx["city"]:
                     ctx["city"] = True
@@ -229,16 +243,14 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
                         processor.restore_city(blob)
                         log.info("restored the city state (%d bytes)", len(blob))
                 t0 = time.perf_counter()
-                # Events fetched before a revocation (they wait in noack_take's buffer, which
-                # Faust does not clear, and this batch may run after the revocation but before
-                # the new assignment): another worker may own them now, or, if the partition
-                # came back here, Faust fetches them again from the committed offset, in order.
+                # Events fetched before a rebalance wait in noack_take's buffer (Faust does not
+                # clear it): those of partitions that moved to another worker are dropped; those
+                # of partitions still here continue the checkpointed state in offset order (the
+                # copies Faust fetches again from the committed offset are then skipped).
                 assigned = app.consumer.assignment()
-                fence = ctx["revoked_generation"]
-                fresh = [e for e in events if e.message.tp in assigned and (
-                    e.message.generation_id is None or e.message.generation_id > fence)]
+                fresh = [e for e in events if e.message.tp in assigned]
                 if len(fresh) < len(events):
-                    log.info("dropped %d events fetched before the last rebalance",
+                    log.info("dropped %d events of partitions no longer assigned",
                              len(events) - len(fresh))
                 events = fresh
                 msgs = [
@@ -263,7 +275,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     @app.timer(interval=max(0.5, settings.state_snapshot_s / 2))
     async def idle_checkpoint() -> None:
         # a quiet stream still gets its last events acked
-        if ctx["stream"] is None or not pending:
+        if ctx["stream"] is None or not pending or not rebalanced.is_set():
             return
         if time.monotonic() - ctx["last_checkpoint"] < settings.state_snapshot_s:
             return

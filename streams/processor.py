@@ -262,11 +262,6 @@ class Processor:
             self.positions.pop(gw, None)
             self.dirty.discard(gw)
 
-    def gateways_of(self, tps: Iterable[tuple[str, int]]) -> set[str]:
-        """The gateways whose state includes messages of these (topic, partition)s."""
-        keys = {f"{t}:{p}" for t, p in tps}
-        return {gw for gw, pos in self.positions.items() if keys & pos.keys()}
-
     def restore_city(self, blob: bytes) -> None:
         body = orjson.loads(zlib.decompress(blob))
         self.next_tick = body.get("next_tick")

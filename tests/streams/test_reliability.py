@@ -59,6 +59,14 @@ def _wait_all(store, frames, expected, procs, timeout=240) -> None:
     try:
         wait_until(done, timeout=timeout, what="every reading and indicator", procs=procs)
     except AssertionError:
+        got = sensor_indicators(store)
+        missing = sorted(set(expected) - set(got))
+        by_sensor: dict[str, list[int]] = {}
+        for sid, _name, end in missing:
+            by_sensor.setdefault(sid, []).append(end)
+        print(f"{len(missing)} indicators missing, {len(by_sensor)} sensors; first: "
+              + "; ".join(f"{k}: {min(v) - START:.0f}..{max(v) - START:.0f} ({len(v)})"
+                          for k, v in list(by_sensor.items())[:8]))
         for p in procs:  # the sink prints its threads' stacks on SIGUSR1 (where is it stuck?)
             if p.name == "sink" and p.alive():
                 p.proc.send_signal(signal.SIGUSR1)
