@@ -181,6 +181,15 @@ def take_rows(arr: np.ndarray, idx: np.ndarray, sl: slice | None) -> np.ndarray:
     return arr.take(idx, axis=0)
 
 
+def expand_cols(v: np.ndarray, m: int) -> np.ndarray:
+    """``v[:, None]`` materialised as a C-contiguous ``(k, m)`` block (worth it when it takes
+    part in more than one operation: broadcasting a column is slow on narrow arrays)."""
+    out = np.empty((v.shape[0], m), dtype=v.dtype)
+    for j in range(m):
+        out[:, j] = v
+    return out
+
+
 def any_rows(a: np.ndarray) -> np.ndarray:
     """``a.any(axis=1)`` for a 2-D bool array; column by column when it is narrow (numpy's
     reduction along a short last axis is an order of magnitude slower)."""

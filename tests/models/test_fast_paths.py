@@ -15,6 +15,7 @@ from models.base import (
     all_rows,
     any_rows,
     contiguous,
+    expand_cols,
     flat_rows,
     occurrence_rounds,
     select,
@@ -73,6 +74,14 @@ def test_flat_rows_equal_broadcast() -> None:
             got = flat_rows(idx, m)
             assert np.array_equal(got, want)
             assert got.dtype == want.dtype
+
+
+def test_expand_cols_equals_broadcast() -> None:
+    v = np.array([1.5, -0.0, np.nan, 3.0])
+    for m in (1, 3):
+        got = expand_cols(v, m)
+        assert got.flags.c_contiguous
+        assert np.array_equal(got, np.broadcast_to(v[:, None], (4, m)), equal_nan=True)
 
 
 def test_sweep_length_and_contiguous() -> None:
