@@ -38,6 +38,7 @@ from models.base import (
     check_positive,
     check_range,
     contiguous,
+    expand_cols,
     flat_rows,
     occurrence_rounds,
     put_rows,
@@ -230,7 +231,9 @@ class SeasonalDetector(PerSensorState):
         first_seen = np.isnan(last)
         any_first = bool(first_seen.any())
         dt = np.where(first_seen, 0.0, t - last) if any_first else t - last
-        dtp = np.maximum(dt, 0.0)[:, None]
+        # per-reading factors as (k, m) blocks: an op broadcasting a (k, 1) column runs
+        # several times slower than one on equal shapes
+        dtp = expand_cols(np.maximum(dt, 0.0), m)
         has = ~np.isnan(x)
         if self.skip:
             has &= self._active
@@ -258,17 +261,17 @@ class SeasonalDetector(PerSensorState):
         a1 = smooth_weight(dt, self.smooth_halflife_s)
         if any_first:
             a1[first_seen] = 1.0
-        a = a1[:, None]
+        a = expand_cols(a1, m)
         zs_old = take_rows(self.zs, s, sl)
         zs_new = select(np.isnan(zs_old), z, zs_old + a * (z - zs_old))
         zs_new = select(scorable, zs_new, zs_old)
-        a_eff = np.maximum(a, 1e-6)
-        u = zs_new * np.sqrt((2.0 - a_eff) / a_eff)
+        a_eff = np.maximum(a1, 1e-6)
+        u = zs_new * expand_cols(np.sqrt((2.0 - a_eff) / a_eff), m)
         out = select(scorable, u, np.nan)  # calibrated after the max over metrics
         put_rows(self.zs, fs, zs_new)
 
         # --- learn: short-term level (Holt, clipped) -----------------------------------
-        eta_l = np.maximum(1.0 / (lcnt + 1.0), smooth_weight(dt, self.level_halflife_s)[:, None])
+        eta_l = np.maximum(1.0 / (lcnt + 1.0), expand_cols(smooth_weight(dt, self.level_halflife_s), m))
         lim = LEVEL_CLIP * (MEANDEV_TO_SIGMA * dev + self.scale_floor * np.abs(pred) + floor_abs)
         res = x - pred
         rc = np.minimum(np.maximum(res, -lim), lim)
