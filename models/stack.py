@@ -179,7 +179,12 @@ class KindModels:
         seq: np.ndarray | None = None,
     ) -> tuple[Any, ...]:
         batch = Batch(sensor_local, ts, values, seq)
-        seas = self.seasonal.update(batch)
+        # physically impossible values are flagged by health and kept out of the detectors
+        # (as missing): they would drag the baselines and scales for long after the fault
+        h = self.health
+        oor = (values < h.lo) | (values > h.hi)
+        det = Batch(sensor_local, ts, np.where(oor, np.nan, values), seq) if oor.any() else batch
+        seas = self.seasonal.update(det)
         mv = np.full(len(batch), np.nan)
         iso = self.isolation
         if iso is not None and self._shared_windows:
@@ -187,11 +192,11 @@ class KindModels:
             def feed(sl: slice, closed: Any, closed_before_s: float) -> None:
                 mv[sl] = iso.feed_rows(closed, closed_before_s, batch.sensor[sl])
 
-            spat = self.spatial.update(batch, on_chunk=feed)
+            spat = self.spatial.update(det, on_chunk=feed)
         else:
-            spat = self.spatial.update(batch)
+            spat = self.spatial.update(det)
             if iso is not None:
-                mv = iso.update(batch).score
+                mv = iso.update(det).score
         late = self.spatial.last_late
         flags = self.health.update(batch, drift=self.spatial.drift)
         if late.any():

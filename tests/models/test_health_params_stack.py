@@ -214,3 +214,28 @@ def test_power_alerts_come_from_feeder_voltage() -> None:
     # off: power alerts from the anomaly scores again (no voltage rule)
     off = replace(params, alerts=replace(params.alerts, power_min_kv=0.0))
     assert CityModels(table, off, multivariate=False).signals(0.0, np.zeros(12, np.uint16)) == {}
+
+
+def test_out_of_range_values_do_not_train_the_detectors() -> None:
+    # a loop reads normally, then 10 physically impossible flows (a fault), then normally
+    # again: the fault is flagged, and the readings after it score as before it
+    table = SensorTable.of(["L0", "L1", "L2", "L3"], "loop", interval_s=30.0)
+    city = CityModels(table, load_params(), multivariate=False)
+    rng = np.random.default_rng(2)
+    after = []
+    for k in range(400):
+        x = np.column_stack(
+            [
+                800 + 40 * rng.standard_normal(4),
+                50 + rng.standard_normal(4),
+                10 + 0.3 * rng.standard_normal(4),
+            ]
+        )
+        if 300 <= k < 310:
+            x[0, 0] = 20000.0  # flow far beyond the physical range
+        r = city.update("loop", np.arange(4), np.full(4, 86400.0 * 3 + 30.0 * k), x)
+        if 300 <= k < 310:
+            assert r.flags[0] & OUT_OF_RANGE
+        if k >= 312:
+            after.append(r.seasonal[0])
+    assert np.nanmax(after) < 0.9
