@@ -77,7 +77,7 @@ def run(runs: int = 3, quick: bool = False, *, models: bool = False,
         divisor: int = RATE_DIVISOR, days: int | None = None) -> Iterable[dict]:
     from clickhouse_driver import Client
 
-    from citybrain.commands.backfill import backfill, default_workers
+    from citybrain.commands.backfill import backfill
     from config.city import load_city
     from config.settings import load_settings
     from sensors_sim.engine import Simulator
@@ -131,7 +131,7 @@ def run(runs: int = 3, quick: bool = False, *, models: bool = False,
             yield {"name": "backfill_readings_per_s",
                    "value": round(int(summary["readings"]) / load_s),  # type: ignore[call-overload]
                    "unit": "readings/s", "seconds": load_s, "models": models,
-                   "workers": summary["workers"] if models else default_workers(False),
+                   "workers": summary["workers"],
                    "repair_seconds": round(float(summary["seconds"]) - load_s, 1),  # type: ignore[arg-type]
                    **common}
             yield {"name": "raw_query_s", "value": round(statistics.median(raw_t), 4),

@@ -8,8 +8,8 @@ end the rollups of the loaded days whose counts disagree are made exact
 (:func:`store.rollups.repair`), since a recording may hold duplicate frames.
 
 The engine is :mod:`citybrain.backfill`: inserts run in a background thread, and with models the
-sensor kinds are split over worker processes (``--workers``, default 2 on a multi-core machine)
-while this process runs the city-wide ticks; the stored rows are the same as with
+sensor kinds are split over worker processes (``--workers``, default 2 on a multi-core machine
+with models) while this process runs the city-wide ticks; the stored rows are the same as with
 ``--workers 1``.
 """
 
@@ -41,17 +41,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-rows", type=int, default=200_000,
                    help="readings per insert (default 200000)")
     p.add_argument("--workers", type=int, default=None,
-                   help="model processes, split by sensor kind (default: 2 on a multi-core "
-                   "machine; 1: everything in this process); the stored rows are the same")
+                   help="worker processes, split by sensor kind (default with models: 2 on a "
+                   "multi-core machine, else 1: everything in this process); the stored rows "
+                   "are the same")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def default_workers(models: bool = True) -> int:
-    """Worker processes by default: 2 on a multi-core machine. With models, loops carry ~60 %
+    """Worker processes by default: with models 2 on a multi-core machine (loops carry ~60 %
     of the default city's readings and one kind cannot be split, so a third worker would
-    hardly shorten the longest share."""
-    return min(2, os.cpu_count() or 1)
+    hardly shorten the longest share); readings only, 1 (measured no faster in parallel on
+    this 2-core machine, where the server's views take the other core)."""
+    return min(2, os.cpu_count() or 1) if models else 1
 
 
 def backfill(
