@@ -322,11 +322,15 @@ def _set_tick_state(processor: Processor, state: dict[str, Any]) -> None:
 
 
 def _worker(batches: Connection, results: Connection, settings: Settings, kinds: list[str],
-            batch_rows: int, direct: bool, models: bool) -> None:
+            batch_rows: int, direct: bool, models: bool, parent_ends: list[Connection]) -> None:
     """One worker process: its share of each batch in, tick state (and, unless ``direct``,
     rows) out. ``direct``: the worker inserts its rows itself (a ClickHouse server takes
     inserts from many clients; chDB is bound to one process) and reports the row counts at the
-    end. Without ``models``: readings only (no processor, no tick state)."""
+    end. Without ``models``: readings only (no processor, no tick state). ``parent_ends``: the
+    coordinator's pipe ends this fork inherited, closed at once so that the worker sees EOF
+    (and exits) if the coordinator dies."""
+    for c in parent_ends:
+        c.close()
     from config.city import load_city
     from streams.app import build_processor
     from streams.processor import CityValidator
@@ -347,7 +351,10 @@ def _worker(batches: Connection, results: Connection, settings: Settings, kinds:
             store = open_store(settings, apply=False)
             inserter = Inserter(store, batch_rows)
         while True:
-            msg = batches.recv()
+            try:
+                msg = batches.recv()
+            except EOFError:  # the coordinator is gone
+                return
             if msg is None:
                 break
             frames, offset = msg
@@ -419,7 +426,7 @@ def run_parallel(
         result_r, result_w = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_worker,
                         args=(batch_r, result_w, settings, grp, inserter.batch_rows, direct,
-                              models),
+                              models, [*to_worker, *from_worker, batch_w, result_r]),
                         daemon=True, name=f"backfill-{'+'.join(grp)}")
         p.start()
         batch_r.close()
