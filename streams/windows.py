@@ -42,6 +42,7 @@ class GatewayWindows:
         self.buckets: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.closed_until: int | None = None  # end of the last emitted step
         self.max_ts: float = -np.inf
+        self._seen: set[int] = set()  # keys of every open bucket (a reading counts once)
 
     # -- ingest ----------------------------------------------------------------------------------
     def add(
@@ -59,13 +60,20 @@ class GatewayWindows:
         if ok.any():
             idx_ok, ts_ok, vals_ok = idx[ok], ts[ok], values[ok]
             keys = (idx_ok.astype(np.int64) << _SEQ_BITS) | seq[ok].astype(np.int64)
-            # drop readings already counted (redelivery) and duplicates inside this batch
-            _, first = np.unique(keys, return_index=True)
-            fresh = np.zeros(len(keys), dtype=bool)
-            fresh[first] = True
-            if self.buckets:
-                seen = np.concatenate([b[2] for b in self.buckets.values()])
-                fresh &= ~np.isin(keys, seen)
+            # Drop readings already counted (redelivery) and duplicates inside this batch. A
+            # set of the open buckets' keys: frames are small (a gateway's sensors at one
+            # time), and np.unique + np.isin against every open key cost ~0.4 ms a frame.
+            seen, klist = self._seen, keys.tolist()
+            fresh = np.ones(len(klist), dtype=bool)
+            batch = set(klist)
+            if len(batch) == len(klist) and seen.isdisjoint(batch):
+                seen |= batch  # the usual case: all new, in C
+            else:
+                for i, k in enumerate(klist):
+                    if k in seen:
+                        fresh[i] = False
+                    else:
+                        seen.add(k)
             idx_ok, ts_ok, vals_ok, keys = idx_ok[fresh], ts_ok[fresh], vals_ok[fresh], keys[fresh]
             starts = (np.floor(ts_ok / step) * step).astype(np.int64)
             for b in np.unique(starts):
@@ -124,7 +132,7 @@ class GatewayWindows:
         self.closed_until = last_end
         # keep the buckets that later windows still need
         for b in [b for b in self.buckets if b < last_end - window + step]:
-            del self.buckets[b]
+            self._seen.difference_update(self.buckets.pop(b)[2].tolist())
         if not out_end:
             return empty
         return np.concatenate(out_end), np.concatenate(out_idx), np.concatenate(out_mean)
@@ -151,3 +159,4 @@ class GatewayWindows:
             )
             for b, v in snap["buckets"].items()
         }
+        self._seen = {k for _, _, keys in self.buckets.values() for k in keys.tolist()}
