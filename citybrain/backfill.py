@@ -198,22 +198,25 @@ def load_frames(
     """Readings rows of the valid frames and, with a processor, the derived rows of the batch.
     An invalid frame is counted by reason (like the sink skips it and the worker dead-letters
     it) and not handed to the processor (which would only dead-letter it again)."""
+    from models.frame import decode
     from streams.processor import Message
-    from streams.sink import frame_rows
+    from streams.sink import rows_of_frame
 
     out = Loaded()
     raw = TableRows()
     msgs = []
     for domain, gateway, n, value in frames:
-        try:
-            table, cols = frame_rows(value, settings.max_frame_bytes, validator)
+        try:  # decoded and validated once, for the raw rows and the processor
+            frame = decode(value, max_bytes=settings.max_frame_bytes)
+            idx = validator(frame)
         except Exception as exc:  # FrameError: counted like the sink does
             out.dead[getattr(exc, "reason", "invalid")] += 1
             continue
-        raw.add(table, cols)
+        raw.add(*rows_of_frame(frame))
         out.readings += n
         if processor is not None:
-            msgs.append(Message(topic_of(domain), 0, offset, gateway.encode(), value))
+            msgs.append(Message(topic_of(domain), 0, offset, gateway.encode(), value,
+                                decoded=(frame, idx)))
         offset += 1
     out.rows = raw.take()
     for _, cols in out.rows:

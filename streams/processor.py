@@ -61,6 +61,9 @@ class Message:
     offset: int
     key: bytes | None
     value: bytes
+    # the frame already decoded and validated (frame, sensor indices) by a caller that needed
+    # it anyway (backfill stores the raw rows of the same frames): not decoded twice
+    decoded: tuple[Frame, np.ndarray] | None = None
 
 
 @dataclass
@@ -306,8 +309,11 @@ class Processor:
             try:
                 if not isinstance(msg.value, (bytes, bytearray)):
                     raise FrameError("malformed_json", "message has no value (tombstone)")
-                frame = decode(msg.value, max_bytes=self.max_frame_bytes)
-                idx = self.validate(frame)
+                if msg.decoded is not None:
+                    frame, idx = msg.decoded
+                else:
+                    frame = decode(msg.value, max_bytes=self.max_frame_bytes)
+                    idx = self.validate(frame)
             except FrameError as exc:
                 reason = exc.reason
                 if reason == "malformed_json" and _NON_FINITE.search(msg.value or b""):

@@ -33,7 +33,7 @@ from kafka.errors import KafkaError
 from config.city import City, load_city
 from config.domains import DOMAIN_METRICS
 from config.settings import Settings
-from models.frame import FrameError, decode
+from models.frame import Frame, FrameError, decode
 from store.base import Store, StoreError
 from streams.codecs import decode_indicators, decode_table
 from streams.metrics import Metrics
@@ -91,6 +91,11 @@ def frame_rows(
     """
     f = decode(raw, max_bytes=max_bytes)
     (city if isinstance(city, CityValidator) else CityValidator(city))(f)
+    return rows_of_frame(f)
+
+
+def rows_of_frame(f: Frame) -> tuple[str, dict[str, np.ndarray]]:
+    """A decoded, validated frame as (table, columns) for its domain's wide table."""
     n = len(f)
     cols: dict[str, np.ndarray] = {
         "ts": np.floor(f.ts).astype("datetime64[s]"),
