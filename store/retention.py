@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from store.base import Store, StoreError, version_tuple
-from store.rollups import ROLLUPS
+from store.rollups import ROLLUPS, SCREEN_TABLES
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 RAW_TABLES: tuple[str, ...] = (
     "readings_traffic", "readings_environment", "readings_utility",
     "indicators", "anomalies", "district_risk",
+    # the screen's time-first minute tables: it looks back a day, time travel needs no more
+    # than the raw data it complements
+    *(r.table for r in SCREEN_TABLES),
 )
 ROLLUP_1M: tuple[str, ...] = tuple(r.table for r in ROLLUPS if r.grain == "1m")
 ROLLUP_1H: tuple[str, ...] = tuple(r.table for r in ROLLUPS if r.grain == "1h")

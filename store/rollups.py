@@ -1,6 +1,7 @@
 """Rollups: 1-minute and 1-hour sums per sensor and per district, kept by materialized views.
 
-Twelve tables, ``rollup_<domain>_<sensor|district>_<1m|1h>``, each a SummingMergeTree with
+Twelve tables, ``rollup_<domain>_<sensor|district>_<1m|1h>`` (and the screen's three
+``dash_<domain>_sensor_1m``, :data:`SCREEN_TABLES`, repaired with them), each a SummingMergeTree with
 ``readings`` and, per metric, ``<metric>_sum`` and ``<metric>_count`` (NULLs skipped). A mean is
 ``sum(<metric>_sum) / sum(<metric>_count)``; always aggregate with ``sum()`` because rows of one
 key are only combined when ClickHouse merges parts. Plain sums work in every client (no
@@ -36,10 +37,11 @@ class Rollup:
     domain: str
     entity: str  # "sensor" | "district"
     grain: str  # "1m" | "1h"
+    prefix: str = "rollup"  # "dash": the screen's time-first copy (config/ddl/005)
 
     @property
     def table(self) -> str:
-        return f"rollup_{self.domain}_{self.entity}_{self.grain}"
+        return f"{self.prefix}_{self.domain}_{self.entity}_{self.grain}"
 
     @property
     def view(self) -> str:
@@ -92,6 +94,9 @@ class Rollup:
 ROLLUPS: tuple[Rollup, ...] = tuple(
     Rollup(d, e, g) for d in DOMAINS for e in ("sensor", "district") for g in ("1m", "1h")
 )
+#: the operations screen's minute tables ``dash_<domain>_sensor_1m``: the same sums as the
+#: per-sensor 1-minute rollups, ordered by time first; repaired with them
+SCREEN_TABLES: tuple[Rollup, ...] = tuple(Rollup(d, "sensor", "1m", "dash") for d in DOMAINS)
 
 
 def rollup(domain: str, entity: str, grain: str) -> Rollup:
@@ -99,6 +104,13 @@ def rollup(domain: str, entity: str, grain: str) -> Rollup:
         if (r.domain, r.entity, r.grain) == (domain, entity, grain):
             return r
     raise StoreError(f"no rollup for domain={domain!r} entity={entity!r} grain={grain!r}")
+
+
+def _exists(store: Store, table: str) -> bool:
+    """Whether ``table`` is in the current database (a store older than migration 005)."""
+    df = store.query("SELECT count() AS n FROM system.tables "
+                     f"WHERE database = currentDatabase() AND name = '{table}'")
+    return int(df["n"].iloc[0]) > 0
 
 
 def _day_where(day: dt.date) -> str:
@@ -206,7 +218,7 @@ def repair(
     for domain, day in pairs:
         if progress:
             progress(f"repairing rollups of {domain} for {day}")
-        for r in ROLLUPS:
-            if r.domain == domain:
+        for r in (*ROLLUPS, *SCREEN_TABLES):
+            if r.domain == domain and (r in ROLLUPS or _exists(store, r.table)):
                 store.command(correction_sql(r, day))
     return len(pairs)

@@ -50,6 +50,8 @@ def test_drop_expired_partitions(store: Store, default_city) -> None:  # type: i
     by_table = {(e.table, e.partition) for e in gone}
     assert ("readings_traffic", "20260110") in by_table
     assert ("readings_traffic", "20260111") not in by_table  # partly inside the window
+    assert ("dash_traffic_sensor_1m", "20260110") in by_table  # the screen's copy goes with raw
+    assert ("dash_traffic_sensor_1m", "20260111") not in by_table
     assert ("rollup_traffic_sensor_1m", "20260109") in by_table
     assert ("rollup_traffic_sensor_1m", "20260110") not in by_table
     assert not any(t.endswith("_1h") for t, _ in by_table)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from store.base import Store
-from store.rollups import ROLLUPS, check, repair, rollup
+from store.rollups import ROLLUPS, SCREEN_TABLES, check, repair, rollup
 from store.schema import DDL_DIR, apply_schema, migrations
 from store.synth import reading_chunks
 
@@ -28,8 +28,9 @@ def _load(store: Store, city, *, days: float = 0.25, step_s: int = 600, start: i
 
 
 def _compare(store: Store) -> None:
-    """Every rollup equals the same aggregate over raw FINAL (counts and means)."""
-    for r in ROLLUPS:
+    """Every rollup (and the screen's minute tables) equals the same aggregate over raw FINAL
+    (counts and means)."""
+    for r in (*ROLLUPS, *SCREEN_TABLES):
         m = r.metrics[0]
         exact = store.query(
             f"SELECT {r.key} AS k, ts, readings, {m}_sum AS s, {m}_count AS c "
@@ -64,6 +65,9 @@ def test_duplicates_are_counted_until_repaired(store: Store, default_city) -> No
     assert [(s.domain, s.day, s.rollup - s.raw) for s in bad] == [
         ("traffic", dt.date(2026, 1, 8), 500)
     ]
+    screen = store.query("SELECT sum(readings) AS n FROM dash_traffic_sensor_1m")
+    raw = store.query("SELECT count() AS n FROM readings_traffic FINAL")
+    assert int(screen["n"].iloc[0]) - int(raw["n"].iloc[0]) == 500  # counted twice there too
     assert repair(store) == 1
     assert all(s.ok for s in check(store))
     _compare(store)
@@ -118,7 +122,8 @@ def test_maintain_repairs_and_drops(store: Store, default_city) -> None:  # type
     store.insert(table, {k: v[:100] for k, v in cols.items()})  # a redelivery
     settings = load_settings(retention_raw_days=1, retention_rollup_1m_days=2)
     msg = maintain_once(store, settings, days=3, now=dt.datetime(2026, 1, 10, 1, 0))
-    assert "dropped 3 partition(s)" in msg  # the three raw tables' 2026-01-08
+    # 2026-01-08 of the three raw tables and of the screen's three minute tables
+    assert "dropped 6 partition(s)" in msg
     assert "repaired rollups of 0 day(s)" in msg  # its raw rows are gone: nothing to compare
     assert all(s.ok or s.raw == 0 for s in check(store))
     store2_msg = maintain_once(store, load_settings(), days=3, now=dt.datetime(2026, 1, 10))
