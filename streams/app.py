@@ -50,6 +50,7 @@ from streams.topics import READINGS
 log = logging.getLogger("citybrain.worker")
 
 CITY_KEY = b"__city__"
+GAP_GIVE_UP_S = 30.0  # see in_order()
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -148,6 +149,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         "owned": set(),  # (topic, partition) assigned to this worker
     }
     offsets: dict[tuple[str, int], int] = {}
+    last_seen: dict[tuple[str, int], int] = {}  # per partition, the last offset processed
+    sought: dict[tuple[str, int], float] = {}  # when in_order() last sought the partition back
+    gap_since: dict[tuple[tuple[str, int], int | None], float] = {}
 
     def put_state(key: bytes, value: bytes) -> Any:
         """``state[key] = value``, returning the changelog message's delivery future.
@@ -225,6 +229,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             keep = {f"{t}:{p}" for t, p in now & ctx["owned"]}
             stale = {gw for gw, pos in processor.positions.items() if not pos.keys() <= keep}
             processor.forget(stale)
+            for tp_key in [k for k in last_seen if k not in now]:
+                del last_seen[tp_key]
+                sought.pop(tp_key, None)
             kept = [e for e in pending if (e.message.topic, e.message.partition) in now]
             dropped = len(pending) - len(kept)
             pending[:] = kept
@@ -232,6 +239,41 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         rebalanced.set()
         log.info("partitions assigned: %d; forgot %d gateways, dropped %d un-acked events",
                  len(now), len(stale), dropped)
+
+    async def in_order(events: list[Any]) -> list[Any]:
+        """Drop events that skip offsets of a partition, and seek back to the missing ones.
+
+        Offsets of a readings partition have no holes (no compaction, no transactions), yet
+        Faust's consumer sometimes hands the agent offset n+2 after n (seen in the SIGKILL test:
+        "offsets 73..73 skipped"); a message that never reaches the agent is missing from the
+        state, and its acked neighbours let the commit pass it. So an event beyond the next
+        expected offset is dropped (never acked) and the partition is sought back to the
+        missing offset, again after a second while stale events keep coming. A hole that stays
+        for GAP_GIVE_UP_S (a transactional producer's control records) is accepted, logged as
+        an error.
+        """
+        ok = []
+        now = time.monotonic()
+        for e in events:
+            m = e.message
+            tp = (m.topic, m.partition)
+            last = last_seen.get(tp)
+            if last is not None and m.offset > last + 1:
+                since = gap_since.setdefault((tp, last), now)
+                if now - since < GAP_GIVE_UP_S:
+                    if now - sought.get(tp, -1e9) >= 1.0:
+                        log.warning("offsets %d..%d of %s[%d] skipped by the consumer; "
+                                    "seeking back", last + 1, m.offset - 1, m.topic, m.partition)
+                        sought[tp] = now
+                        await app.consumer.seek(m.tp, last + 1)
+                    continue
+                log.error("offsets %d..%d of %s[%d] did not come in %.0fs; going on without",
+                          last + 1, m.offset - 1, m.topic, m.partition, GAP_GIVE_UP_S)
+            ok.append(e)
+            if last is None or m.offset > last:
+                gap_since.pop((tp, last), None)
+                last_seen[tp] = m.offset
+        return ok
 
     @app.agent(readings, name="readings")
     async def process(stream: faust.StreamT) -> None:
@@ -260,7 +302,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
                 if len(fresh) < len(events):
                     log.info("dropped %d events of partitions no longer assigned",
                              len(events) - len(fresh))
-                events = fresh
+                events = await in_order(fresh)
                 msgs = [
                     Message(
                         e.message.topic, e.message.partition, e.message.offset,

@@ -83,13 +83,6 @@ def _check_exact(store, frames, expected) -> None:
     assert worst < 1e-9, f"indicator differs from the reference by {worst}"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 5, still open: two causes fixed (Faust committed offsets while the state was "
-    "still in its send_soon buffer; a state could be delivered before the indicators it "
-    "claims), but ~1 run in 3-4 still ends with one indicator off by ~100 after the restart "
-    "(seen 99.8 and 106.2 on 2026-11-26); cause not found yet, see docs/streams.md",
-)
 def test_worker_sigkill_mid_stream_resumes_with_its_state(kafka_bootstrap, server_store, unique,
                                                            spawn):
     city = load_city(SMALL_CITY)
