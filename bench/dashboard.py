@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -35,25 +34,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from bench._services import running
+
 ROOT = Path(__file__).resolve().parent.parent
-CLICKHOUSE = os.environ.get("CITYBRAIN_TEST_CLICKHOUSE", "127.0.0.1:39000")
 DAY_START = 1767830400  # bad_day: 2026-01-08 00:00 UTC
-
-
-def _tcp_open(hostport: str) -> bool:
-    import socket
-
-    host, _, port = hostport.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _services(action: str) -> None:
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "services.py"), action, "clickhouse"],
-                   check=True, stdout=sys.stderr)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -143,6 +127,11 @@ def _measure(screen: _Screen, baseline: _Screen,
 
 
 def run(runs: int, quick: bool) -> Iterable[dict[str, Any]]:
+    with running("clickhouse") as addresses:
+        yield from _run(addresses["clickhouse"], runs, quick)
+
+
+def _run(clickhouse: str, runs: int, quick: bool) -> Iterable[dict[str, Any]]:
     from config.city import load_city
     from config.settings import load_settings
     from dashboards.app import create_app
@@ -150,11 +139,7 @@ def run(runs: int, quick: bool) -> Iterable[dict[str, Any]]:
     from store.schema import apply_schema
     from store.server import ServerStore
 
-    started = False
-    if not _tcp_open(CLICKHOUSE):
-        _services("start")
-        started = True
-    host, _, port = CLICKHOUSE.rpartition(":")
+    host, _, port = clickhouse.rpartition(":")
     db = "bench_dash_" + uuid.uuid4().hex[:8]
     store = ServerStore(host=host, port=int(port), database=db)
     try:
@@ -166,7 +151,7 @@ def run(runs: int, quick: bool) -> Iterable[dict[str, Any]]:
                           progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True))
         seed_s = time.perf_counter() - t0
         settings = load_settings(store="clickhouse",
-                                 clickhouse_url=f"clickhouse://{CLICKHOUSE}/{db}")
+                                 clickhouse_url=f"clickhouse://{clickhouse}/{db}")
         import dashboards.app as dash_app
         from store import queries
 
@@ -205,5 +190,3 @@ def run(runs: int, quick: bool) -> Iterable[dict[str, Any]]:
     finally:
         store.command(f"DROP DATABASE IF EXISTS {db}")
         store.close()
-        if started:
-            _services("stop")
