@@ -35,8 +35,10 @@ next owner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
@@ -240,6 +242,21 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         log.info("partitions assigned: %d; forgot %d gateways, dropped %d un-acked events",
                  len(now), len(stale), dropped)
 
+    @contextlib.asynccontextmanager
+    async def gate() -> AsyncIterator[None]:
+        """The lock, taken only outside a rebalance: a batch queued on the lock behind the
+        revocation handler must not run before the new assignment."""
+        while True:
+            await rebalanced.wait()
+            await lock.acquire()
+            if rebalanced.is_set():
+                break
+            lock.release()
+        try:
+            yield
+        finally:
+            lock.release()
+
     async def in_order(events: list[Any]) -> list[Any]:
         """Drop events that skip offsets of a partition, and seek back to the missing ones.
 
@@ -284,8 +301,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             # Between a revocation and the next assignment nobody knows who owns what: a batch
             # processed then could checkpoint state of a partition another worker already
             # continues. Wait, then keep only the events of partitions still assigned here.
-            await rebalanced.wait()
-            async with lock:
+            async with gate():
                 if not ctx["city"]:
                     ctx["city"] = True
                     blob = state.get(CITY_KEY)
