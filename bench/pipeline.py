@@ -47,9 +47,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from bench._services import clickhouse_hostport, kafka_hostport, services, tcp_open
+
 ROOT = Path(__file__).resolve().parent.parent
-KAFKA = os.environ.get("CITYBRAIN_TEST_KAFKA", "127.0.0.1:39092")
-CLICKHOUSE = os.environ.get("CITYBRAIN_TEST_CLICKHOUSE", "127.0.0.1:39000")
+# the services' addresses as scripts/services.py and the tests use them (CITYBRAIN_TEST_*_PORT)
+KAFKA = os.environ.get("CITYBRAIN_TEST_KAFKA") or kafka_hostport()
+CLICKHOUSE = clickhouse_hostport()
 DOMAINS = ("traffic", "environment", "utility")
 READINGS_TABLES = ("readings_traffic", "readings_environment", "readings_utility")
 LATENCY_RATE = 10_000.0  # readings/s
@@ -59,14 +62,6 @@ WARMUP_S = float(os.environ.get("BENCH_PIPELINE_WARMUP_S", "5"))
 
 def _log(msg: str) -> None:
     print(f"[bench pipeline] {msg}", file=sys.stderr, flush=True)
-
-
-def _services(action: str) -> str:
-    # ``status`` exits 1 when a service is stopped: only start/stop must succeed
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "services.py"), action],
-                       check=action != "status", stdout=subprocess.PIPE, stderr=sys.stderr,
-                       text=True)
-    return r.stdout
 
 
 # --- frames -------------------------------------------------------------------------------------
@@ -495,13 +490,14 @@ def run(runs: int = 3, quick: bool = False) -> Iterable[dict[str, Any]]:
     n = int(os.environ.get("BENCH_PIPELINE_READINGS", 50_000 if quick else 5_000_000))
     n_naive = int(os.environ.get("BENCH_PIPELINE_NAIVE", 20_000 if quick else 200_000))
     lat_s = float(os.environ.get("BENCH_PIPELINE_LATENCY_S", 10 if quick else 60))
-    status = _services("status")
-    started = "stopped" in status or "not running" in status
+    # start only what does not answer at the addresses this run uses, stop only that
+    started = [name for name, addr in (("kafka", KAFKA), ("clickhouse", CLICKHOUSE))
+               if not tcp_open(addr)]
     # the latency phase runs on the e2e worker + sink, after the replay (steady state)
     warm: list[_Pipeline] = []
     if started:
-        _log("starting the services")
-        _services("start")
+        _log(f"starting {', '.join(started)}")
+        services("start", *started)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
             log_dir = Path(tmp)
@@ -560,5 +556,5 @@ def run(runs: int = 3, quick: bool = False) -> Iterable[dict[str, Any]]:
         for pipe in warm:
             pipe.close()
         if started:
-            _log("stopping the services this run started")
-            _services("stop")
+            _log(f"stopping what this run started: {', '.join(started)}")
+            services("stop", *started)

@@ -19,7 +19,10 @@ NAMES = ("e2e_readings_per_s", "naive_readings_per_s", "raw_consumer_readings_pe
 @pytest.mark.services
 def test_pipeline_bench_quick_prints_all_lines(kafka_bootstrap: str,
                                                clickhouse_hostport: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
+    # no CITYBRAIN_ settings from the outside, but the test services' ports and directory, so
+    # the bench finds the services this session runs (and never starts or stops them)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CITYBRAIN_") or k.startswith("CITYBRAIN_TEST_")}
     env.update({
         "CITYBRAIN_TEST_KAFKA": kafka_bootstrap,
         "CITYBRAIN_TEST_CLICKHOUSE": clickhouse_hostport,
