@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from config.settings import Settings
+from streams.sink import TableRows
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -61,34 +62,6 @@ IN_FLIGHT = 3
 
 Rows = list[tuple[str, dict[str, np.ndarray]]]
 Frames = list[tuple[str, str, int, bytes]]
-
-
-class TableRows:
-    """Columns per table, concatenated on :meth:`take`."""
-
-    def __init__(self) -> None:
-        self.parts: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
-        self.rows = 0
-
-    def add(self, table: str, cols: dict[str, np.ndarray]) -> None:
-        self.parts[table].append(cols)
-        self.rows += len(next(iter(cols.values())))
-
-    def extend(self, rows: Rows) -> None:
-        for table, cols in rows:
-            self.add(table, cols)
-
-    def take(self) -> Rows:
-        out = [(t, concat(parts)) for t, parts in self.parts.items()]
-        self.parts.clear()
-        self.rows = 0
-        return out
-
-
-def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    if len(parts) == 1:
-        return parts[0]
-    return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
 
 
 class Inserter:

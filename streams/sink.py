@@ -55,28 +55,55 @@ class SinkStats:
     buffered_rows: int = 0
 
 
-class _Buffer:
+def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Column dicts of one table, joined column by column."""
+    if len(parts) == 1:
+        return parts[0]
+    return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+
+
+class TableRows:
+    """Columns per table, gathered in parts and joined on :meth:`take` (the sink's buffer and
+    the backfill's insert blocks)."""
+
     def __init__(self) -> None:
         self.parts: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
         self.rows = 0
-        self.since: float | None = None
-        self.produced_at: list[float] = []  # Kafka timestamps (s) of the buffered messages
 
-    def add(self, table: str, cols: dict[str, np.ndarray], now: float) -> None:
+    def add(self, table: str, cols: dict[str, np.ndarray]) -> None:
         self.parts[table].append(cols)
         self.rows += len(next(iter(cols.values())))
-        if self.since is None:
-            self.since = now
+
+    def extend(self, rows: list[tuple[str, dict[str, np.ndarray]]]) -> None:
+        for table, cols in rows:
+            self.add(table, cols)
 
     def tables(self) -> dict[str, dict[str, np.ndarray]]:
-        out = {}
-        for table, parts in self.parts.items():
-            out[table] = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
-        return out
+        return {t: concat(parts) for t, parts in self.parts.items()}
 
     def clear(self) -> None:
         self.parts.clear()
         self.rows = 0
+
+    def take(self) -> list[tuple[str, dict[str, np.ndarray]]]:
+        out = list(self.tables().items())
+        self.clear()
+        return out
+
+
+class _Buffer(TableRows):
+    def __init__(self) -> None:
+        super().__init__()
+        self.since: float | None = None
+        self.produced_at: list[float] = []  # Kafka timestamps (s) of the buffered messages
+
+    def add_at(self, table: str, cols: dict[str, np.ndarray], now: float) -> None:
+        self.add(table, cols)
+        if self.since is None:
+            self.since = now
+
+    def clear(self) -> None:
+        super().clear()
         self.since = None
         self.produced_at = []
 
@@ -328,7 +355,7 @@ class Sink:
                     # the worker dead-letters invalid frames with the reason; the sink only counts
                     self.stats.skipped[exc.reason] += 1
                     continue
-                self.buffer.add(table, cols, now)
+                self.buffer.add_at(table, cols, now)
                 if rec.timestamp and rec.timestamp > 0:
                     self.buffer.produced_at.append(rec.timestamp / 1000.0)
         self.stats.buffered_rows = self.buffer.rows
