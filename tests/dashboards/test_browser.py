@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from tests.conftest import ARTIFACTS
@@ -127,10 +128,22 @@ def test_drill_down_district_then_sensor(browser: Any, served: Served) -> None:
 
 def test_acknowledge_persists_across_reload(browser: Any, served: Served) -> None:
     _load_overview(browser, served)
-    button = wait_for(browser, lambda: browser.find_elements(By.CSS_SELECTOR, ".ack-btn"),
-                      what="an alert to acknowledge")[0]
-    alert_id = button.find_element(By.XPATH, "./..").get_attribute("id").removeprefix("alert-")
-    button.click()
+
+    def acknowledge_first() -> str | None:
+        """Find, read and click the first ack button as one step: the live feed re-renders
+        between refreshes, which makes a button found earlier stale."""
+        try:
+            buttons = browser.find_elements(By.CSS_SELECTOR, ".ack-btn")
+            if not buttons:
+                return None
+            item = buttons[0].find_element(By.XPATH, "./..")
+            alert_id = item.get_attribute("id").removeprefix("alert-")
+            buttons[0].click()
+            return alert_id
+        except StaleElementReferenceException:
+            return None
+
+    alert_id = wait_for(browser, acknowledge_first, what="an alert to acknowledge")
     sel = f"[id='alert-{alert_id}'] .alert-state"
     wait_for(browser, lambda: "acknowledged" in text_of(browser, sel), what="the ack to show")
     browser.refresh()
