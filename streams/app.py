@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
+from aiokafka.partitioner import murmur2
 
 from config.city import load_city
 from config.settings import Settings
@@ -132,7 +133,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     def restore_hook(gateway: str) -> bytes | None:
         blob = state.get(gateway.encode())
         if blob:
-            log.info("restoring state of gateway %s (%d bytes)", gateway, len(blob))
+            log.info("restoring state of gateway %s (%d bytes): %s", gateway, len(blob),
+                     _describe(blob))
         return blob  # type: ignore[no-any-return]
 
     processor.restore_hook = restore_hook
@@ -155,6 +157,11 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     sought: dict[tuple[str, int], float] = {}  # when in_order() last sought the partition back
     gap_since: dict[tuple[tuple[str, int], int | None], float] = {}
 
+    def changelog_partition(key: bytes) -> int:
+        """The producer's default partitioner (murmur2, as aiokafka's and kafka-python's), over
+        the table's partition count: the partition ``use_partitioner=True`` would pick."""
+        return (murmur2(key) & 0x7FFFFFFF) % settings.kafka_partitions
+
     def put_state(key: bytes, value: bytes) -> Any:
         """``state[key] = value``, returning the changelog message's delivery future.
 
@@ -166,8 +173,15 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         restarted worker restored an older state than its committed offsets (readings lost from
         its windows, re-emitted windows that differ). Here the future is kept and awaited before
         any event is acked.
+
+        The partition is computed here (``changelog_partition``) rather than by Faust's eager
+        partitioning: that asks aiokafka's metadata synchronously and crashed the worker with
+        ``TypeError: 'NoneType' object is not iterable`` when its first checkpoint (e.g. on the
+        first revocation, seconds after start) came before the producer had ever loaded the
+        changelog topic's metadata. An explicit partition is sent through the producer's
+        ``send``, which waits for the metadata.
         """
-        fut = state.send_changelog(state.partition_for_key(key), key, value)
+        fut = state.send_changelog(changelog_partition(key), key, value)
         state.data[key] = value  # the local copy, as __setitem__ would (without sending again)
         return fut
 
@@ -215,8 +229,12 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         buffer, which Faust does not clear) then simply continue that state in offset order."""
         rebalanced.clear()  # the agent waits for the new assignment before its next batch
         async with lock:
+            n = len(pending)
             if ctx["stream"] is not None and (pending or processor.dirty):
                 await checkpoint()
+        log.info("partitions revoked: %s; checkpointed %d events",
+                 sorted(f"{tp.topic.rsplit('.', 1)[-1]}:{tp.partition}"
+                        for tp in (args[0] if args else kwargs.get("revoked", ()))), n)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
@@ -239,8 +257,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             pending[:] = kept
             ctx["owned"] = now
         rebalanced.set()
-        log.info("partitions assigned: %d; forgot %d gateways, dropped %d un-acked events",
-                 len(now), len(stale), dropped)
+        log.info("partitions assigned: %s; forgot %d gateways, dropped %d un-acked events",
+                 sorted(f"{t.rsplit('.', 1)[-1]}:{p}" for t, p in now), len(stale), dropped)
 
     @contextlib.asynccontextmanager
     async def gate() -> AsyncIterator[None]:
@@ -326,7 +344,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
                     )
                     for e in events
                 ]
+                before = {gw: w.closed_until for gw, w in processor.windows.items()}
+                skipped0 = processor.skipped
                 out = processor.process(msgs)
+                _trace(events, processor, before, skipped0)
                 for name, items in out.by_topic():
                     topic = outputs[name]
                     for key, value in items:
@@ -369,6 +390,32 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     app.citybrain_processor = processor  # type: ignore[attr-defined]
     app.citybrain_metrics = metrics  # type: ignore[attr-defined]
     return app
+
+
+def _trace(events: list[Any], processor: Processor, before: dict[str, Any], skipped0: int) -> None:
+    """TEMPORARY (issue 5 investigation): offsets per partition and windows closed per batch."""
+    rng: dict[str, list[int]] = {}
+    for e in events:
+        m = e.message
+        r = rng.setdefault(f"{m.topic.rsplit('.', 1)[-1]}:{m.partition}", [m.offset, m.offset])
+        r[0], r[1] = min(r[0], m.offset), max(r[1], m.offset)
+    closed = {gw: (before.get(gw), w.closed_until) for gw, w in processor.windows.items()
+              if before.get(gw) != w.closed_until}
+    log.info("TRACE batch %s skipped=%d closed=%s", sorted(rng.items()),
+             processor.skipped - skipped0, sorted(closed.items()))
+
+
+def _describe(blob: bytes) -> str:
+    """Where a gateway snapshot stands (for the log): input positions and closed windows."""
+    import zlib
+
+    import orjson
+
+    try:
+        body = orjson.loads(zlib.decompress(blob))
+        return f"pos={body.get('pos')} closed_until={body['windows'].get('closed_until')}"
+    except Exception as exc:  # a log line must never break the worker
+        return f"undecodable ({exc!r})"
 
 
 def _observe(

@@ -46,7 +46,28 @@ def _store_env(store) -> dict[str, str]:
             "CITYBRAIN_CLICKHOUSE_URL": f"clickhouse://{kw['host']}:{kw['port']}/{store.database}"}
 
 
-def _wait_all(store, frames, expected, procs, timeout=240) -> None:
+def _indicators_in_kafka(bootstrap: str, prefix: str,
+                         keys: set[tuple[str, str, int]]) -> dict[tuple[str, str, int], list]:
+    """Where the given sensor indicator keys are in the indicators topic: (partition, offset,
+    value) of every message that holds one. Tells a worker that never sent a window from a sink that
+    never stored it."""
+    from streams.codecs import decode_indicators
+
+    consumer = KafkaConsumer(f"{prefix}.indicators", bootstrap_servers=bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    found: dict[tuple[str, str, int], list] = {}
+    for msg in consumer:
+        b = decode_indicators(msg.value)
+        for t, et, eid, name, v in zip(b.ts, b.entity_type, b.entity_id, b.name, b.value,
+                                       strict=True):
+            k = (str(eid), str(name), int(t))
+            if et == "sensor" and k in keys:
+                found.setdefault(k, []).append((msg.partition, msg.offset, round(float(v), 3)))
+    consumer.close()
+    return found
+
+
+def _wait_all(store, frames, expected, procs, timeout=240, kafka=None) -> None:
     n = sum(len(f) for f in frames)
 
     def done() -> bool:
@@ -67,6 +88,11 @@ def _wait_all(store, frames, expected, procs, timeout=240) -> None:
         print(f"{len(missing)} indicators missing, {len(by_sensor)} sensors; first: "
               + "; ".join(f"{k}: {min(v) - START:.0f}..{max(v) - START:.0f} ({len(v)})"
                           for k, v in list(by_sensor.items())[:8]))
+        if kafka is not None and missing:
+            found = _indicators_in_kafka(*kafka, set(missing))
+            print(f"of the missing indicators, {len(found)} are in the indicators topic "
+                  f"(so the sink lost them), {len(missing) - len(found)} are not (never sent); "
+                  f"messages: {sorted({m for v in found.values() for m in v})[:20]}")
         for p in procs:  # the sink prints its threads' stacks on SIGUSR1 (where is it stuck?)
             if p.name == "sink" and p.alive():
                 p.proc.send_signal(signal.SIGUSR1)
@@ -75,11 +101,20 @@ def _wait_all(store, frames, expected, procs, timeout=240) -> None:
         raise
 
 
-def _check_exact(store, frames, expected) -> None:
+def _check_exact(store, frames, expected, kafka=None) -> None:
     assert stored_checksum(store) == frames_checksum(frames)
     got = sensor_indicators(store)
     assert got.keys() == expected.keys()
     worst = max(abs(got[k] - v) for k, v in expected.items())
+    if worst >= 1e-9:
+        wrong = sorted(k for k, v in expected.items() if abs(got[k] - v) >= 1e-9)
+        print(f"{len(wrong)} indicators differ; first: "
+              + "; ".join(f"{k[0]} {k[1]} {k[2] - START:.0f}: {got[k]} != {expected[k]}"
+                          for k in wrong[:8]))
+        if kafka is not None:
+            found = _indicators_in_kafka(*kafka, set(wrong))
+            for k in wrong[:4]:
+                print(f"  {k}: sent as {found.get(k)}")
     assert worst < 1e-9, f"indicator differs from the reference by {worst}"
 
 
@@ -109,8 +144,8 @@ def test_worker_sigkill_mid_stream_resumes_with_its_state(kafka_bootstrap, serve
     time.sleep(1)
     worker2 = spawn("worker2", ["worker"], e)
     producer.finish()
-    _wait_all(server_store, frames, expected, [worker2, sink])
-    _check_exact(server_store, frames, expected)
+    _wait_all(server_store, frames, expected, [worker2, sink], kafka=(kafka_bootstrap, unique))
+    _check_exact(server_store, frames, expected, kafka=(kafka_bootstrap, unique))
     assert "restoring state of gateway" in worker2.tail(200000), "the new worker started cold"
     # derived outputs continue after the restart
     risk = server_store.query("SELECT max(ts) AS t, uniqExact(district) AS d FROM district_risk")
@@ -198,8 +233,8 @@ def test_two_workers_one_killed_store_what_one_worker_stores(kafka_bootstrap, se
     w1.tail()  # flushes its log
     killed_at = w1.log.stat().st_size
     producer.finish()
-    _wait_all(server_store, frames, expected, [w1, sink])
-    _check_exact(server_store, frames, expected)
+    _wait_all(server_store, frames, expected, [w1, sink], kafka=(kafka_bootstrap, unique))
+    _check_exact(server_store, frames, expected, kafka=(kafka_bootstrap, unique))
     w1.tail()
     after = w1.log.read_bytes()[killed_at:].decode(errors="replace")
     assert "restoring state of gateway" in after, "worker1 took over without state"
