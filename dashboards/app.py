@@ -29,6 +29,7 @@ from config.settings import Settings
 from dashboards import auth, figures
 from dashboards.data import (
     MAIN_METRIC,
+    FreshnessCache,
     Geometry,
     QueryPool,
     Snapshot,
@@ -252,6 +253,7 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
     cache = SnapshotCache(ttl_s=max(0.2, refresh_s * 0.5))
     trends = TrendCache()
     windows = WindowCache()
+    fresh = FreshnessCache()
     pool = QueryPool.for_store(store, QUERY_CONNECTIONS)
 
     app = dash.Dash(
@@ -269,7 +271,7 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
         key = ("live",) if asof is None else ("at", int(asof))
         return cache.get(key, lambda: snapshot(
             store, geo, at=asof, standard=standard, stale_s=settings.dashboard_stale_s,
-            trends=trends, pool=pool, windows=windows))
+            trends=trends, pool=pool, windows=windows, fresh=fresh))
 
     app.server.config["CITYBRAIN_SNAPSHOT"] = get_snapshot
 

@@ -370,6 +370,72 @@ class WindowCache:
         return res[res["n"] > 0].reset_index(drop=True)
 
 
+class FreshnessCache:
+    """:func:`queries.freshness` from the parts: a part of a readings table never changes
+    (an insert or a merge makes a new one), so each active part's newest event time, newest
+    arrival and readings per minute (from the first minute :func:`queries.freshness` can ever
+    ask of it, given the part's own newest event time) are asked for once and kept while the
+    part is active. A live refresh then reads the parts inserted since the last one, not the
+    day's ``ts`` column of a table ordered by sensor. Same answer as the plain query, except
+    for a refresh racing a merge (the merged part is seen at the next refresh)."""
+
+    def __init__(self) -> None:
+        # (domain, part) -> (minute, newest, arrived, n) arrays, minutes ascending
+        self._items: dict[tuple[str, str], tuple[np.ndarray, ...]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, store: Store, parts: pd.DataFrame) -> pd.DataFrame:
+        newest = queries.newest_of_parts(parts)
+        dom = parts["domain"].to_numpy(dtype=object).astype(str)
+        name = parts["part"].to_numpy(dtype=object).astype(str)
+        mx = parts["max_time"].to_numpy(dtype=np.int64)
+        lo_of = {d: queries.fresh_from(v) for d, v in newest.items()}
+        wanted = [(d, p, int(m)) for d, p, m in zip(dom, name, mx, strict=True)
+                  if m >= lo_of.get(d, 0)]
+        with self._lock:
+            missing = [(d, p, m) for d, p, m in wanted if (d, p) not in self._items]
+        if missing:
+            ask: dict[str, dict[str, int]] = {}
+            for d, p, m in missing:
+                ask.setdefault(d, {})[p] = queries.fresh_from(m)
+            df = queries.freshness_of_parts(store, ask)
+            got: dict[tuple[str, str], tuple[np.ndarray, ...]] = {}
+            if len(df):
+                df = df.sort_values(["domain", "part", "minute"], kind="stable")
+                key = df["domain"].astype(str) + "\0" + df["part"].astype(str)
+                cols = [df[c].to_numpy(dtype=np.int64)
+                        for c in ("minute", "newest", "arrived", "n")]
+                k = key.to_numpy(dtype=object)
+                starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+                ends = np.r_[starts[1:], len(k)]
+                for i, j in zip(starts, ends, strict=True):
+                    d, p = str(k[i]).split("\0", 1)
+                    got[(d, p)] = tuple(c[i:j] for c in cols)
+            # a part that returned nothing was merged away meanwhile: not kept
+            with self._lock:
+                self._items.update(got)
+        active = set(zip(dom, name, strict=True))
+        rows = {d: [0, 0, 0] for d in newest}
+        with self._lock:
+            for k in [k for k in self._items if k not in active]:
+                del self._items[k]
+            hits = [(d, self._items.get((d, p))) for d, p, _ in wanted]
+        for d, hit in hits:
+            if hit is None:
+                continue
+            minute, nw, arr, n = hit
+            keep = minute >= lo_of[d]
+            if keep.any():
+                r = rows[d]
+                r[0] = max(r[0], int(nw[keep].max()))
+                r[1] = max(r[1], int(arr[keep].max()))
+                r[2] += int(n[keep].sum())
+        return pd.DataFrame({
+            "domain": list(rows), "newest": np.array([r[0] for r in rows.values()], np.uint32),
+            "arrived": np.array([r[1] for r in rows.values()], np.uint32),
+            "n": np.array([r[2] for r in rows.values()], np.uint64)})
+
+
 def congestion_trend(store: Store, geo: Geometry, lo: int, hi: int) -> pd.DataFrame:
     """The city's per-minute congestion index over minutes starting in ``(lo, hi]``: what
     ``queries.congestion_trend`` computes, from the loops' minute means weighted with the
@@ -397,6 +463,7 @@ def snapshot(
     store: Store, geo: Geometry, *, at: int | None = None, standard: str = "china",
     stale_s: float = 120.0, now: float | None = None, trends: TrendCache | None = None,
     trend_minutes: int = 60, pool: QueryPool | None = None, windows: WindowCache | None = None,
+    fresh: FreshnessCache | None = None,
 ) -> Snapshot:
     """Query the store for the city at ``at`` (epoch s; ``None`` = the newest data).
 
@@ -408,12 +475,14 @@ def snapshot(
 
     trends = trends if trends is not None else TrendCache()
     windows = windows if windows is not None else WindowCache()
+    fresh = fresh if fresh is not None else FreshnessCache()
     pool = pool if pool is not None else QueryPool([store])
     clock = time.perf_counter
 
     t0 = clock()
-    newest_by, _ = pool.run({"newest": (queries.newest_ts,)})
-    newest_by = newest_by["newest"]
+    got, _ = pool.run({"newest": (queries.readings_parts,)})
+    parts = got["newest"]
+    newest_by = queries.newest_of_parts(parts)
     timings: dict[str, float] = {"newest": clock() - t0}
     newest = max(newest_by.values(), default=0)
     live = at is None or at >= newest
@@ -424,7 +493,7 @@ def snapshot(
         return lambda st: trends.get(key, partial(fn, st), lo_, t, newest, chunk_s=chunk_s)
 
     res, q_times = pool.run({
-        "freshness": (queries.freshness, newest_by),
+        "freshness": (fresh.get, parts),
         "traffic": (partial(queries.traffic_window, hashed=True), t),
         "environment": (windows.get, "environment", queries.ENVIRONMENT_WINDOW, t, 3600,
                         newest),

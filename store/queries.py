@@ -54,25 +54,52 @@ def _t(t: int | float) -> str:
 
 
 # --- freshness ----------------------------------------------------------------------------------
+READINGS_TABLES = ("readings_traffic", "readings_environment", "readings_utility")
+#: freshness looks at the minutes starting at or after the newest event time minus this
+FRESH_WINDOW_S = 600
+
+
+def readings_parts(store: Store) -> pd.DataFrame:
+    """The active parts of the readings tables: ``domain``, ``part`` (name), ``max_time``
+    (newest event time in the part, epoch s) and ``rows``, from ``system.parts``: no data
+    read."""
+    return store.query(
+        "SELECT replaceOne(table, 'readings_', '') AS domain, name AS part, "
+        "toUInt32(max_time) AS max_time, toUInt64(rows) AS rows FROM system.parts "
+        "WHERE database = currentDatabase() AND active AND table IN "
+        f"({', '.join(repr(t) for t in READINGS_TABLES)})"
+    )
+
+
+def newest_of_parts(parts: pd.DataFrame) -> dict[str, int]:
+    """Per domain, the newest event time (epoch s; 0 if empty) of :func:`readings_parts`."""
+    out = {d: 0 for d in ("traffic", "environment", "utility")}
+    if len(parts):
+        mx = parts.groupby("domain", sort=False)["max_time"].max()
+        for domain, newest in mx.items():
+            out[str(domain)] = max(out.get(str(domain), 0), int(newest))
+    return out
+
+
 def newest_ts(store: Store) -> dict[str, int]:
     """Per readings table, the newest event time (epoch s; 0 if empty) from the parts'
     min/max index: no data is read."""
-    df = store.query(
-        "SELECT table, toUInt32(max(max_time)) AS newest FROM system.parts "
-        "WHERE database = currentDatabase() AND active AND table IN "
-        "('readings_traffic', 'readings_environment', 'readings_utility') GROUP BY table"
-    )
-    out = {d: 0 for d in ("traffic", "environment", "utility")}
-    for table, newest in zip(df["table"].astype(str), df["newest"].astype(int), strict=True):
-        out[table.removeprefix("readings_")] = newest
-    return out
+    return newest_of_parts(readings_parts(store))
+
+
+def fresh_from(newest: int) -> int:
+    """The first minute (epoch s) :func:`freshness` looks at when the newest event time is
+    ``newest``: the minute holding ``newest - FRESH_WINDOW_S``."""
+    lo = int(newest) - FRESH_WINDOW_S
+    return lo - lo % 60
 
 
 def freshness(store: Store, newest: dict[str, int] | None = None) -> pd.DataFrame:
     """Per readings table: newest event time and newest arrival (epoch s; 0 if empty).
 
-    Reads only the last 10 minutes of event time (located with :func:`newest_ts`), which is
-    what makes it cheap on a month of data.
+    Reads only the minutes from :func:`fresh_from` on (the last 10 to 11 minutes of event
+    time, located with :func:`newest_ts`), which is what makes it cheap on a month of data
+    (the screen asks :func:`freshness_of_parts` instead: see ``dashboards.data.FreshnessCache``).
     """
     newest = newest_ts(store) if newest is None else newest
     parts = []
@@ -80,9 +107,39 @@ def freshness(store: Store, newest: dict[str, int] | None = None) -> pd.DataFram
         parts.append(
             f"SELECT '{domain}' AS domain, toUInt32(max(ts)) AS newest, "
             f"toUInt32(max(ingested_at)) AS arrived, count() AS n "
-            f"FROM readings_{domain} WHERE ts >= {_t(hi - 600)}"
+            f"FROM readings_{domain} WHERE ts >= {_t(fresh_from(hi))}"
         )
     return store.query(" UNION ALL ".join(parts))
+
+
+def freshness_of_parts(store: Store, parts: Mapping[str, Mapping[str, int]]) -> pd.DataFrame:
+    """Per part and minute: newest event time, newest arrival and readings of the rows of the
+    named parts (``{domain: {part name: first minute}}``) in the minutes from the part's first
+    minute on. A part never changes (merges make new ones), so a caller can keep the answer
+    as long as the part is active. ``_part IN (...)`` selects the parts before reading."""
+    sql = freshness_of_parts_sql(parts)
+    if not sql:
+        return pd.DataFrame({"domain": [], "part": [], "minute": [], "newest": [],
+                             "arrived": [], "n": []})
+    return store.query(sql)
+
+
+def freshness_of_parts_sql(parts: Mapping[str, Mapping[str, int]]) -> str:
+    """The SQL of :func:`freshness_of_parts` ("" when no part is named)."""
+    selects = []
+    for domain, names in parts.items():
+        if not names or f"readings_{domain}" not in READINGS_TABLES:
+            continue
+        lo = min(names.values())
+        listed = ", ".join(lit(n) for n in names)
+        selects.append(
+            f"SELECT '{domain}' AS domain, _part AS part, "
+            f"toUInt32(toStartOfMinute(ts)) AS minute, toUInt32(max(ts)) AS newest, "
+            f"toUInt32(max(ingested_at)) AS arrived, count() AS n "
+            f"FROM readings_{domain} WHERE _part IN ({listed}) AND ts >= {_t(lo)} "
+            f"GROUP BY part, minute"
+        )
+    return " UNION ALL ".join(selects)
 
 
 def data_span(store: Store) -> tuple[int, int]:

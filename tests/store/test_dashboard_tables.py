@@ -128,3 +128,76 @@ def test_migration_fills_dash_tables_from_existing_data(
             _assert_equal_to_rollup(s)
         finally:
             _drop(s)
+
+
+def _fresh_frame(df: pd.DataFrame) -> dict[str, tuple[int, int, int]]:
+    return {str(d): (int(a), int(b), int(n)) for d, a, b, n in zip(
+        df["domain"], df["newest"], df["arrived"], df["n"], strict=True)}
+
+
+def test_freshness_from_parts_equals_the_query(store: Store, default_city) -> None:  # type: ignore[no-untyped-def]
+    """The screen's freshness, kept per part (``dashboards.data.FreshnessCache``), equals the
+    plain query over the raw tables: as inserted, after more inserts (late and new data with
+    their own arrival times), and after the parts are merged."""
+    from dashboards.data import FreshnessCache
+
+    _load(store, default_city, days=0.1, step_s=60)
+    cache = FreshnessCache()
+
+    def check() -> dict[str, tuple[int, int, int]]:
+        parts = queries.readings_parts(store)
+        want = _fresh_frame(queries.freshness(store, queries.newest_of_parts(parts)))
+        got = _fresh_frame(cache.get(store, parts))
+        assert got == want
+        return got
+
+    first = check()
+    assert all(v[2] > 0 for v in first.values()), first
+    newest = max(v[0] for v in first.values())
+    table, cols = next(reading_chunks(default_city, start=START, days=0.1, step_s=60))
+    n = 50
+    later = int(time.time()) + 86400  # arrival times after the loaded rows' (now)
+    for ts, arrived in ((newest + 30, later + 95), (newest - 700, later + 400),
+                        (newest - 200, later + 300)):
+        batch = {k: v[:n].copy() for k, v in cols.items()}
+        batch["ts"] = np.full(n, ts, dtype="datetime64[s]")
+        batch["seq"] = batch["seq"] + 10_000_000 + ts % 1000
+        batch["ingested_at"] = np.full(n, arrived, dtype="datetime64[s]")
+        store.insert(table, batch)
+        got = check()
+    domain = table.removeprefix("readings_")
+    # the newest data arrived at later + 95; the late batch that arrived at later + 400 is
+    # older than the window; the one that arrived at later + 300 is inside it
+    assert got[domain][0] == newest + 30 and got[domain][1] == later + 300, got
+    kept = len(cache._items)
+    assert kept > 0
+    for t in queries.READINGS_TABLES:
+        store.command(f"OPTIMIZE TABLE {t} FINAL")
+    check()
+    assert len(cache._items) <= kept  # the merged-away parts were dropped
+
+
+def test_freshness_of_a_part_reads_only_that_part(store: Store, default_city) -> None:  # type: ignore[no-untyped-def]
+    """``_part IN (...)`` selects parts before reading: asking a small new part of a merged
+    day reads that part, not the day."""
+    if store.backend != "clickhouse":
+        pytest.skip("rows read are counted through the server's query log")
+    _load(store, default_city, days=1, step_s=300)
+    store.command("OPTIMIZE TABLE readings_traffic FINAL")
+    table, cols = next(reading_chunks(default_city, start=START, days=0.1, step_s=60))
+    assert table == "readings_traffic"
+    store.insert(table, {k: v[:100] for k, v in cols.items()})
+    parts = queries.readings_parts(store)
+    tr = parts[parts["domain"] == "traffic"]
+    total = int(tr["rows"].sum())
+    small = tr[tr["rows"] == tr["rows"].min()].iloc[0]
+    marker = f"fresh_part_probe_{store.database}"
+    sql = queries.freshness_of_parts_sql({"traffic": {str(small["part"]): 0}})
+    got = store.query(f"SELECT /* {marker} */ * FROM ({sql})", settings={"log_queries": 1})
+    assert int(got["n"].sum()) == int(small["rows"]) == 100
+    store.command("SYSTEM FLUSH LOGS")
+    rows = store.query(f"SELECT read_rows FROM system.query_log WHERE type = 2 AND query LIKE "
+                       f"'%{marker}%' AND query NOT LIKE '%query_log%'")
+    if not len(rows):
+        pytest.skip("the server keeps no query log")
+    assert 0 < int(rows["read_rows"].iloc[-1]) < total / 10
