@@ -135,11 +135,18 @@ class IsolationDetector(PerSensorState):
         self.fcount = np.zeros(n, dtype=np.int64)
         self.last_score = np.full(n, np.nan)
         # windows built from closed sub-windows (feed_rows), a small ring per sensor
+        # stored ring-slot-major, ``(ring, n[, m])``, exposed as ``(n, ring[, m])`` views
+        # (per-sensor snapshots index those); flat positions are slot * n + sensor, so one
+        # sub-window of a range of sensors is a contiguous block
         ring = self.windows.slots
-        self.acc_w = np.full((n, ring), NO_WINDOW, dtype=np.int64)
-        self.acc_cnt = np.zeros((n, ring, m))
-        self.acc_sum = np.zeros((n, ring, m))
-        self.acc_sq = np.zeros((n, ring, m))
+        self._acc_w_t = np.full((ring, n), NO_WINDOW, dtype=np.int64)
+        self._acc_cnt_t = np.zeros((ring, n, m))
+        self._acc_sum_t = np.zeros((ring, n, m))
+        self._acc_sq_t = np.zeros((ring, n, m))
+        self.acc_w = self._acc_w_t.T
+        self.acc_cnt = self._acc_cnt_t.transpose(1, 0, 2)
+        self.acc_sum = self._acc_sum_t.transpose(1, 0, 2)
+        self.acc_sq = self._acc_sq_t.transpose(1, 0, 2)
         self._fed_upto = NO_WINDOW  # windows with id < this are closed (feed_rows mode)
         self._buf = np.full((self.buffer, 2 * m), np.nan)
         self._buf_n = 0  # rows ever added
@@ -243,25 +250,25 @@ class IsolationDetector(PerSensorState):
         from them and return the scores of readings of ``sensor`` at this stream position."""
         m = self.n_metrics
         ws = self.windows.window_s
-        ring = self.acc_w.shape[1]
+        ring, n_s = self._acc_w_t.shape
         if rows is not None and len(rows):
             w = np.floor(rows.start / ws).astype(np.int64)
-            fi = rows.sensor * ring + np.mod(w, ring)
-            self.acc_w.reshape(-1)[fi] = w
+            fi = np.mod(w, ring) * n_s + rows.sensor
+            self._acc_w_t.reshape(-1)[fi] = w
             c = rows.count.astype(np.float64)
             mu = np.where(c > 0, rows.mean, 0.0)
             sd = np.where(c > 0, rows.std, 0.0)
             parts = (
-                (self.acc_cnt, c),
-                (self.acc_sum, mu * c),
-                (self.acc_sq, (sd * sd + mu * mu) * c),
+                (self._acc_cnt_t, c),
+                (self._acc_sum_t, mu * c),
+                (self._acc_sq_t, (sd * sd + mu * mu) * c),
             )
             rng_s = contiguous(rows.sensor) if rows.start[0] == rows.start[-1] else None
             if rng_s is not None:
-                # one sub-window of a range of sensors: a strided block of one ring slot
-                slot0 = int(fi[0] - rows.sensor[0] * ring)
+                # one sub-window of a range of sensors: a contiguous block of one ring slot
+                slot0 = int(fi[0]) // n_s
                 for acc, v in parts:
-                    acc[rng_s, slot0] += v
+                    acc[slot0, rng_s] += v
             elif rows.start[0] == rows.start[-1]:
                 # one sub-window per sensor (rows come ordered by window): no position
                 # repeats, so a plain fancy add equals np.add.at (which is much slower)
@@ -283,26 +290,26 @@ class IsolationDetector(PerSensorState):
 
     def _close_fed(self, cu: int) -> WindowRows:
         m = self.n_metrics
-        wid = self.acc_w.reshape(-1)
+        wid = self._acc_w_t.reshape(-1)
         fi = np.flatnonzero((wid != NO_WINDOW) & (wid < cu))
         if fi.size == 0:
             return WindowRows.empty(m)
         wids = wid[fi]
-        s = fi // self.acc_w.shape[1]
+        s = fi % self._acc_w_t.shape[1]
         order = np.lexsort((s, wids))
         fi, s, wids = fi[order], s[order], wids[order]
-        cnt = self.acc_cnt.reshape(-1, m).take(fi, axis=0)
+        cnt = self._acc_cnt_t.reshape(-1, m).take(fi, axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = self.acc_sum.reshape(-1, m).take(fi, axis=0) / cnt
-            var = self.acc_sq.reshape(-1, m).take(fi, axis=0) / cnt - mean * mean
+            mean = self._acc_sum_t.reshape(-1, m).take(fi, axis=0) / cnt
+            var = self._acc_sq_t.reshape(-1, m).take(fi, axis=0) / cnt - mean * mean
         mean = np.where(cnt > 0, mean, np.nan)
         std = np.sqrt(np.maximum(np.where(cnt > 0, var, np.nan), 0.0))
         wid[fi] = NO_WINDOW
         ff = flat_rows(fi, m)
         zero = np.zeros(ff.shape[0])
-        self.acc_cnt.reshape(-1)[ff] = zero
-        self.acc_sum.reshape(-1)[ff] = zero
-        self.acc_sq.reshape(-1)[ff] = zero
+        self._acc_cnt_t.reshape(-1)[ff] = zero
+        self._acc_sum_t.reshape(-1)[ff] = zero
+        self._acc_sq_t.reshape(-1)[ff] = zero
         nan = np.full_like(mean, np.nan)
         return WindowRows(
             s.astype(np.int64),

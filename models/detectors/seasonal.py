@@ -135,9 +135,16 @@ class SeasonalDetector(PerSensorState):
         self._init_ids(ids)
         n, m = len(self.ids), self.n_metrics
         n_slots = self.slots_per_day * (2 if self.weekly else 1)
-        self.med = np.full((n, n_slots, m), np.nan)
-        self.mad = np.zeros((n, n_slots, m))
-        self.cnt = np.zeros((n, n_slots, m), dtype=np.int64)
+        # (sensor, slot) state is stored slot-major, ``(n_slots, n, m)``, and exposed as the
+        # ``(n, n_slots, m)`` views ``med``/``mad``/``cnt`` (per-sensor snapshots index those):
+        # a round of a range of sensors in one slot then reads and writes one contiguous
+        # block instead of one element per cache line
+        self._med_t = np.full((n_slots, n, m), np.nan)
+        self._mad_t = np.zeros((n_slots, n, m))
+        self._cnt_t = np.zeros((n_slots, n, m), dtype=np.int64)
+        self.med = self._med_t.transpose(1, 0, 2)
+        self.mad = self._mad_t.transpose(1, 0, 2)
+        self.cnt = self._cnt_t.transpose(1, 0, 2)
         self.lvl = np.full((n, m), np.nan)
         self.slope = np.zeros((n, m))
         self.dev = np.zeros((n, m))
@@ -204,10 +211,10 @@ class SeasonalDetector(PerSensorState):
         sl = contiguous(s)
         fs = flat_rows(s, m) if sl is None else slice(sl.start * m, sl.stop * m)
         # a range of sensors in one profile slot (the usual round): (sensor, slot) state is
-        # a strided block, read and written without an index array
+        # one contiguous block of the slot-major arrays, read and written without an index
         blk = int(slot[0]) if sl is not None and bool((slot == slot[0]).all()) else None
         if blk is None:
-            fi = s * self.med.shape[1] + slot
+            fi = slot * len(self.ids) + s
             ff = flat_rows(fi, m)
         # the metric floors as a (k, m) block: a (m,) row broadcast over k rows is an order
         # of magnitude slower than an element-wise op on equal shapes
@@ -216,13 +223,13 @@ class SeasonalDetector(PerSensorState):
             ft = self.__dict__["_floor_tile"] = np.tile(self._floor, (len(self.ids), 1))
         floor_abs = ft[: s.shape[0]]
         if blk is not None:
-            med = self.med[sl, blk].copy()
-            mad = self.mad[sl, blk].copy()
-            cnt = self.cnt[sl, blk].copy()
+            med = self._med_t[blk, sl].copy()
+            mad = self._mad_t[blk, sl].copy()
+            cnt = self._cnt_t[blk, sl].copy()
         else:
-            med = self.med.reshape(-1, m).take(fi, axis=0)
-            mad = self.mad.reshape(-1, m).take(fi, axis=0)
-            cnt = self.cnt.reshape(-1, m).take(fi, axis=0)
+            med = self._med_t.reshape(-1, m).take(fi, axis=0)
+            mad = self._mad_t.reshape(-1, m).take(fi, axis=0)
+            cnt = self._cnt_t.reshape(-1, m).take(fi, axis=0)
         lvl = take_rows(self.lvl, s, sl)
         slope = take_rows(self.slope, s, sl)
         dev = take_rows(self.dev, s, sl)
@@ -319,13 +326,13 @@ class SeasonalDetector(PerSensorState):
         put_rows(self.dev, fs, new_dev)
         put_rows(self.lcnt, fs, lcnt + has)
         if blk is not None:
-            self.med[sl, blk] = new_med
-            self.mad[sl, blk] = new_mad
-            self.cnt[sl, blk] = cnt + has
+            self._med_t[blk, sl] = new_med
+            self._mad_t[blk, sl] = new_mad
+            self._cnt_t[blk, sl] = cnt + has
         else:
-            put_rows(self.med, ff, new_med)
-            put_rows(self.mad, ff, new_mad)
-            put_rows(self.cnt, ff, cnt + has)
+            put_rows(self._med_t, ff, new_med)
+            put_rows(self._mad_t, ff, new_mad)
+            put_rows(self._cnt_t, ff, cnt + has)
         self.last_ts[ix] = (
             np.where(any_rows(has), np.fmax(last, t), last) if not all_has else np.fmax(last, t)
         )

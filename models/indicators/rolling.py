@@ -134,12 +134,21 @@ class WindowAggregator(PerSensorState):
         n, m = len(self.ids), self.n_metrics
         self.slots = math.ceil(self.lateness_s / self.window_s) + 3
         w = self.slots
-        self.wid = np.full((n, w), NO_WINDOW, dtype=np.int64)
-        self.cnt = np.zeros((n, w, m), dtype=np.int64)
-        self.sum = np.zeros((n, w, m))
-        self.sumsq = np.zeros((n, w, m))
-        self.vmin = np.full((n, w, m), np.inf)
-        self.vmax = np.full((n, w, m), -np.inf)
+        # the window slots are stored slot-major, ``(slots, n[, m])``, and exposed as the
+        # ``(n, slots[, m])`` views below (per-sensor snapshots index those): one window of
+        # a range of sensors is then a contiguous block; flat positions are slot * n + sensor
+        self._wid_t = np.full((w, n), NO_WINDOW, dtype=np.int64)
+        self._cnt_t = np.zeros((w, n, m), dtype=np.int64)
+        self._sum_t = np.zeros((w, n, m))
+        self._sumsq_t = np.zeros((w, n, m))
+        self._vmin_t = np.full((w, n, m), np.inf)
+        self._vmax_t = np.full((w, n, m), -np.inf)
+        self.wid = self._wid_t.T
+        self.cnt = self._cnt_t.transpose(1, 0, 2)
+        self.sum = self._sum_t.transpose(1, 0, 2)
+        self.sumsq = self._sumsq_t.transpose(1, 0, 2)
+        self.vmin = self._vmin_t.transpose(1, 0, 2)
+        self.vmax = self._vmax_t.transpose(1, 0, 2)
         self.hist = np.full((n, self.history, m), np.nan)
         self.hpos = np.zeros(n, dtype=np.int64)
         self.ewma_ = np.full((n, m), np.nan)
@@ -232,16 +241,17 @@ class WindowAggregator(PerSensorState):
         if s.size == 0:
             return
         slot = np.mod(w, self.slots)
-        flat = s * self.slots + slot
-        self.wid.reshape(-1)[flat] = w  # a new window takes over a (closed, cleared) slot
+        n_s = self._wid_t.shape[1]
+        flat = slot * n_s + s
+        self._wid_t.reshape(-1)[flat] = w  # a new window takes over a (closed, cleared) slot
         valid = ~np.isnan(v)
         all_valid = bool(valid.all())
         vz = v if all_valid else np.where(valid, v, 0.0)
         m = self.n_metrics
-        size = self.wid.size
-        cnt = self.cnt.reshape(-1)
-        sm = self.sum.reshape(-1)
-        sq = self.sumsq.reshape(-1)
+        size = self._wid_t.size
+        cnt = self._cnt_t.reshape(-1)
+        sm = self._sum_t.reshape(-1)
+        sq = self._sumsq_t.reshape(-1)
         k = sweep_length(flat)
         if k is not None:
             # sweeps over the same slots (consecutive intervals of the same sensors): sum
@@ -250,9 +260,11 @@ class WindowAggregator(PerSensorState):
             reps = flat.shape[0] // k
             c = contiguous(s[:k])
             one_slot = c is not None and bool((slot[:k] == slot[0]).all())
-            pos: Any = (c, int(slot[0])) if one_slot else flat_rows(flat[:k], m)
-            # a range of sensors in one slot: a strided (k, m) block of the state
-            tc, tsm, tsq = (self.cnt, self.sum, self.sumsq) if one_slot else (cnt, sm, sq)
+            pos: Any = (int(slot[0]), c) if one_slot else flat_rows(flat[:k], m)
+            # a range of sensors in one slot: a contiguous (k, m) block of the state
+            tc, tsm, tsq = (
+                (self._cnt_t, self._sum_t, self._sumsq_t) if one_slot else (cnt, sm, sq)
+            )
             v3 = vz.reshape(reps, k, m)
             acc_s = 0.0 + v3[0]
             acc_q = 0.0 + v3[0] * v3[0]
@@ -290,67 +302,68 @@ class WindowAggregator(PerSensorState):
                 sm2[:, j] += np.bincount(flat, weights=col, minlength=size)
                 sq2[:, j] += np.bincount(flat, weights=col * col, minlength=size)
         if self.minmax:
-            np.minimum.at(self.vmin, (s, slot), np.where(valid, v, np.inf))
-            np.maximum.at(self.vmax, (s, slot), np.where(valid, v, -np.inf))
+            np.minimum.at(self._vmin_t, (slot, s), np.where(valid, v, np.inf))
+            np.maximum.at(self._vmax_t, (slot, s), np.where(valid, v, -np.inf))
 
     def _close(self, new_cu: int) -> WindowRows:
         m = self.n_metrics
-        wid = self.wid.reshape(-1)
+        wid = self._wid_t.reshape(-1)
+        n_s = self._wid_t.shape[1]
         if self.closed_upto == NO_WINDOW:
             mask = (wid != NO_WINDOW) & (wid < new_cu)
         else:
             mask = (wid >= self.closed_upto) & (wid < new_cu)
-        fi = np.flatnonzero(mask)  # (sensor, slot) flat positions
+        fi = np.flatnonzero(mask)  # (slot, sensor) flat positions
         if fi.size == 0:
             return WindowRows.empty(m)
         wids = wid[fi]
-        s = fi // self.slots
+        s = fi % n_s
         blk = None
         if wids.min() != wids.max():
             order = np.lexsort((s, wids))
             fi, s, wids = fi[order], s[order], wids[order]
-        else:  # one window: a range of sensors is a strided block of one slot
-            c = contiguous(s)
+        else:  # one window (one slot, positions ascending by sensor): a range of sensors
+            c = contiguous(s)  # is a contiguous block of the slot
             if c is not None:
-                blk = (c, int(fi[0] - s[0] * self.slots))
+                blk = (int(fi[0]) // n_s, c)
 
         def gather(arr: np.ndarray) -> np.ndarray:
             if blk is not None:
                 return arr[blk].copy()
             return arr.reshape(-1, m).take(fi, axis=0)
 
-        cnt = gather(self.cnt)
+        cnt = gather(self._cnt_t)
         has = cnt > 0
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = gather(self.sum) / cnt
-            var = gather(self.sumsq) / cnt - mean * mean
+            mean = gather(self._sum_t) / cnt
+            var = gather(self._sumsq_t) / cnt - mean * mean
         if not has.all():
             mean = np.where(has, mean, np.nan)
             var = np.where(has, var, np.nan)
         std = np.sqrt(np.maximum(var, 0.0))
         if self.minmax:
-            vmin = np.where(has, gather(self.vmin), np.nan)
-            vmax = np.where(has, gather(self.vmax), np.nan)
+            vmin = np.where(has, gather(self._vmin_t), np.nan)
+            vmax = np.where(has, gather(self._vmax_t), np.nan)
         else:
             vmin = vmax = np.full_like(mean, np.nan)
         # clear the slots
         wid[fi] = NO_WINDOW
         if blk is not None:
-            self.cnt[blk] = 0
-            self.sum[blk] = 0.0
-            self.sumsq[blk] = 0.0
+            self._cnt_t[blk] = 0
+            self._sum_t[blk] = 0.0
+            self._sumsq_t[blk] = 0.0
             if self.minmax:
-                self.vmin[blk] = np.inf
-                self.vmax[blk] = -np.inf
+                self._vmin_t[blk] = np.inf
+                self._vmax_t[blk] = -np.inf
         else:
             ff = flat_rows(fi, m)
             zero = np.zeros(ff.shape[0])
-            self.cnt.reshape(-1)[ff] = 0
-            self.sum.reshape(-1)[ff] = zero
-            self.sumsq.reshape(-1)[ff] = zero
+            self._cnt_t.reshape(-1)[ff] = 0
+            self._sum_t.reshape(-1)[ff] = zero
+            self._sumsq_t.reshape(-1)[ff] = zero
             if self.minmax:
-                self.vmin.reshape(-1)[ff] = np.inf
-                self.vmax.reshape(-1)[ff] = -np.inf
+                self._vmin_t.reshape(-1)[ff] = np.inf
+                self._vmax_t.reshape(-1)[ff] = -np.inf
         # history ring and EWMA, in window order (a sensor may close several windows at once)
         ewma = np.empty_like(mean)
         p50 = np.empty_like(mean)
