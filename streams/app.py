@@ -138,7 +138,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         return blob  # type: ignore[no-any-return]
 
     processor.restore_hook = restore_hook
-    readings = app.topic(*[settings.topic(t) for t in READINGS], value_serializer="raw")
+    readings_names = [settings.topic(t) for t in READINGS]
+    readings_topics = set(readings_names)
+    readings = app.topic(*readings_names, value_serializer="raw")
     outputs = {
         name: app.topic(settings.topic(name), value_serializer="raw")
         for name in ("indicators", "anomalies", "risk", "alerts", "deadletter")
@@ -245,6 +247,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         last owner may have moved on. A gateway is restored the first time it is seen again."""
         assigned = args[0] if args else kwargs.get("assigned", ())
         now = {(tp.topic, tp.partition) for tp in assigned}
+        install_start_positions()
         async with lock:
             keep = {f"{t}:{p}" for t, p in now & ctx["owned"]}
             stale = {gw for gw, pos in processor.positions.items() if not pos.keys() <= keep}
@@ -259,6 +262,61 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         rebalanced.set()
         log.info("partitions assigned: %s; forgot %d gateways, dropped %d un-acked events",
                  sorted(f"{t.rsplit('.', 1)[-1]}:{p}" for t, p in now), len(stale), dropped)
+
+    async def seek(tp: Any, offset: int) -> None:
+        """Seek a partition; one revoked meanwhile (the consumer thread changes the assignment
+        before the revocation handler runs) is left alone: its events are dropped anyway."""
+        try:
+            await app.consumer.seek(tp, offset)
+        except Exception as exc:  # aiokafka: IllegalStateError (not assigned)
+            log.warning("could not seek %s[%d] to %d: %r", tp.topic, tp.partition, offset, exc)
+
+    def install_start_positions() -> None:
+        """Make Faust's "seek to the committed offsets" also place partitions that have no
+        committed offset yet (see :func:`start_positions`). Installed on the consumer instance
+        at the first assignment, before Faust's first seek (which follows table recovery)."""
+        consumer: Any = app.consumer  # the driver's consumer (ConsumerT lacks the seek API)
+        if getattr(consumer, "_citybrain_start_positions", False):
+            return
+        seek_to_committed = consumer.seek_to_committed
+
+        async def seek_to_committed_or_beginning() -> Any:
+            committed = await seek_to_committed()
+            await start_positions(consumer, committed)
+            return committed
+
+        consumer.seek_to_committed = seek_to_committed_or_beginning
+        consumer._citybrain_start_positions = True  # type: ignore[attr-defined]
+
+    async def start_positions(consumer: Any, committed: dict[Any, int | None]) -> None:
+        """Seek readings partitions without a committed offset to their beginning, and tell
+        ``in_order`` where each newly owned partition starts.
+
+        Faust drops records it has already fetched when a rebalance starts (``getmany`` stops
+        at an inactive flow, a new generation or a paused partition) and relies on seeking to
+        the committed offsets afterwards to fetch them again. aiokafka's
+        ``seek_to_committed`` only seeks partitions whose committed offset is > 0: a partition
+        nobody has committed yet (the first seconds of a stream, exactly when the second
+        worker joins) keeps its fetch position *after* the dropped records, and they never
+        reach the agent (seen: offset 0 of a partition, a gateway's first frame, missing from
+        its windows: five early windows wrong). ``in_order`` could not notice, because it had
+        no previous offset for a partition new to this worker.
+        """
+        starts: dict[tuple[str, int], int | None] = {
+            (tp.topic, tp.partition): off for tp, off in committed.items()
+            if tp.topic in readings_topics}
+        unset = [faust.types.TP(t, p) for (t, p), off in starts.items() if not off or off <= 0]
+        if unset:
+            earliest = await consumer.earliest_offsets(*unset)
+            for tp in unset:
+                first = int(earliest.get(tp) or 0)
+                await seek(tp, first)
+                starts[(tp.topic, tp.partition)] = first
+            log.info("no committed offset yet: %s sought to their beginning",
+                     sorted(f"{tp.topic.rsplit('.', 1)[-1]}:{tp.partition}" for tp in unset))
+        for key, begin in starts.items():
+            if key not in last_seen and begin is not None:
+                last_seen[key] = begin - 1  # the first event must be `begin`, or in_order seeks
 
     @contextlib.asynccontextmanager
     async def gate() -> AsyncIterator[None]:
@@ -300,7 +358,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
                         log.warning("offsets %d..%d of %s[%d] skipped by the consumer; "
                                     "seeking back", last + 1, m.offset - 1, m.topic, m.partition)
                         sought[tp] = now
-                        await app.consumer.seek(m.tp, last + 1)
+                        await seek(m.tp, last + 1)
                     continue
                 log.error("offsets %d..%d of %s[%d] did not come in %.0fs; going on without",
                           last + 1, m.offset - 1, m.topic, m.partition, GAP_GIVE_UP_S)
@@ -309,6 +367,47 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
                 gap_since.pop((tp, last), None)
                 last_seen[tp] = m.offset
         return ok
+
+    async def handle(events: list[Any]) -> None:
+        """One batch: restore on first sight, process, send the outputs, checkpoint when due."""
+        if not ctx["city"]:
+            ctx["city"] = True
+            blob = state.get(CITY_KEY)
+            if blob:
+                processor.restore_city(blob)
+                log.info("restored the city state (%d bytes)", len(blob))
+        t0 = time.perf_counter()
+        # Events fetched before a rebalance wait in noack_take's buffer (Faust does not
+        # clear it): those of partitions that moved to another worker are dropped; those
+        # of partitions still here continue the checkpointed state in offset order (the
+        # copies Faust fetches again from the committed offset are then skipped).
+        assigned = app.consumer.assignment()
+        fresh = [e for e in events if e.message.tp in assigned]
+        if len(fresh) < len(events):
+            log.info("dropped %d events of partitions no longer assigned",
+                     len(events) - len(fresh))
+        events = await in_order(fresh)
+        msgs = [
+            Message(
+                e.message.topic, e.message.partition, e.message.offset,
+                e.message.key, e.message.value,
+            )
+            for e in events
+        ]
+        before = {gw: w.closed_until for gw, w in processor.windows.items()}
+        skipped0 = processor.skipped
+        out = processor.process(msgs)
+        _trace(events, processor, before, skipped0)
+        for name, items in out.by_topic():
+            topic = outputs[name]
+            for key, value in items:
+                sent.append(await topic.send(key=key, value=value))
+            if items:
+                metrics.messages_out.labels("worker", name).inc(len(items))
+        pending.extend(events)
+        _observe(metrics, events, out, time.perf_counter() - t0, offsets)
+        if time.monotonic() - ctx["last_checkpoint"] >= settings.state_snapshot_s:
+            await checkpoint()
 
     @app.agent(readings, name="readings")
     async def process(stream: faust.StreamT) -> None:
@@ -320,44 +419,16 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             # processed then could checkpoint state of a partition another worker already
             # continues. Wait, then keep only the events of partitions still assigned here.
             async with gate():
-                if not ctx["city"]:
-                    ctx["city"] = True
-                    blob = state.get(CITY_KEY)
-                    if blob:
-                        processor.restore_city(blob)
-                        log.info("restored the city state (%d bytes)", len(blob))
-                t0 = time.perf_counter()
-                # Events fetched before a rebalance wait in noack_take's buffer (Faust does not
-                # clear it): those of partitions that moved to another worker are dropped; those
-                # of partitions still here continue the checkpointed state in offset order (the
-                # copies Faust fetches again from the committed offset are then skipped).
-                assigned = app.consumer.assignment()
-                fresh = [e for e in events if e.message.tp in assigned]
-                if len(fresh) < len(events):
-                    log.info("dropped %d events of partitions no longer assigned",
-                             len(events) - len(fresh))
-                events = await in_order(fresh)
-                msgs = [
-                    Message(
-                        e.message.topic, e.message.partition, e.message.offset,
-                        e.message.key, e.message.value,
-                    )
-                    for e in events
-                ]
-                before = {gw: w.closed_until for gw, w in processor.windows.items()}
-                skipped0 = processor.skipped
-                out = processor.process(msgs)
-                _trace(events, processor, before, skipped0)
-                for name, items in out.by_topic():
-                    topic = outputs[name]
-                    for key, value in items:
-                        sent.append(await topic.send(key=key, value=value))
-                    if items:
-                        metrics.messages_out.labels("worker", name).inc(len(items))
-                pending.extend(events)
-                _observe(metrics, events, out, time.perf_counter() - t0, offsets)
-                if time.monotonic() - ctx["last_checkpoint"] >= settings.state_snapshot_s:
-                    await checkpoint()
+                try:
+                    await handle(events)
+                except Exception as exc:
+                    # The processor's state may already include this batch (windows closed)
+                    # while its outputs were not sent: restarting only the agent, as Faust's
+                    # supervisor would, would checkpoint that state and lose those outputs.
+                    # Stop the worker instead; a new one restores the last checkpoint.
+                    log.exception("batch failed; stopping the worker")
+                    await app.crash(exc)
+                    raise
 
     @app.timer(interval=max(0.5, settings.state_snapshot_s / 2))
     async def idle_checkpoint() -> None:

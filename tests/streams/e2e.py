@@ -43,8 +43,14 @@ class PacedProducer(threading.Thread):
     """Produce frames (and extra raw messages) at a steady pace in the background."""
 
     def __init__(self, bootstrap: str, prefix: str, frames: list[Frame], *, seconds: float,
-                 extra: list[tuple[int, bytes]] = (), **kafka: object) -> None:  # type: ignore[assignment]
+                 extra: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
+                 hold_at: float | None = None, **kafka: object) -> None:
+        """``hold_at`` (a fraction of the frames): stop there until :meth:`release`, so a test
+        that must act mid-stream (kill a worker) still finds the stream running when a loaded
+        machine makes the workers slow. Without a hold the pace alone decides."""
         super().__init__(daemon=True)
+        self.hold_at = None if hold_at is None else int(len(frames) * hold_at)
+        self.released = threading.Event()
         settings = load_settings(kafka_bootstrap=bootstrap, topic_prefix=prefix)
         ensure_topics(settings)
         self.topic = settings.topic("readings.traffic")
@@ -60,6 +66,9 @@ class PacedProducer(threading.Thread):
             pause = self.seconds / max(1, len(self.frames))
             extra = list(self.extra)
             for i, f in enumerate(self.frames):
+                if i == self.hold_at:
+                    self.producer.flush()
+                    self.released.wait(600)
                 while extra and extra[0][0] <= i:
                     self.producer.send(self.topic, key=b"TR-G001", value=extra.pop(0)[1])
                 self.producer.send(self.topic, key=f.gateway.encode(), value=encode(f))
@@ -74,7 +83,11 @@ class PacedProducer(threading.Thread):
         finally:
             self.producer.close()
 
+    def release(self) -> None:
+        self.released.set()
+
     def finish(self, timeout: float = 120) -> None:
+        self.release()
         self.join(timeout)
         assert not self.is_alive(), "the producer did not finish"
         assert self.error is None, f"producer failed: {self.error!r}"

@@ -125,7 +125,7 @@ def test_worker_sigkill_mid_stream_resumes_with_its_state(kafka_bootstrap, serve
     city = load_city(SMALL_CITY)
     frames = traffic_frames(city, steps=80, start=START, seed=11)
     expected = expected_rolling_means(frames, window_s=WINDOW, step_s=60, lateness_s=LATENESS)
-    producer = PacedProducer(kafka_bootstrap, unique, frames, seconds=25)
+    producer = PacedProducer(kafka_bootstrap, unique, frames, seconds=25, hold_at=0.75)
     e = env(unique, kafka_bootstrap, **_store_env(server_store))
     port = free_port()
     worker = spawn("worker", ["worker"], {**e, "CITYBRAIN_METRICS_PORT": str(port)})
@@ -208,7 +208,7 @@ def test_two_workers_one_killed_store_what_one_worker_stores(kafka_bootstrap, se
     city = load_city(SMALL_CITY)
     frames = traffic_frames(city, steps=80, start=START, seed=15)
     expected = expected_rolling_means(frames, window_s=WINDOW, step_s=60, lateness_s=LATENESS)
-    producer = PacedProducer(kafka_bootstrap, unique, frames, seconds=30)
+    producer = PacedProducer(kafka_bootstrap, unique, frames, seconds=30, hold_at=0.75)
     e = env(unique, kafka_bootstrap, **_store_env(server_store))
     ports = [free_port(), free_port()]
     w1 = spawn("worker1", ["worker"], {**e, "CITYBRAIN_METRICS_PORT": str(ports[0])})
