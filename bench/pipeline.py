@@ -58,6 +58,13 @@ READINGS_TABLES = ("readings_traffic", "readings_environment", "readings_utility
 LATENCY_RATE = 10_000.0  # readings/s
 POLL_S = 0.1
 WARMUP_S = float(os.environ.get("BENCH_PIPELINE_WARMUP_S", "5"))
+#: a directory: the worker runs under cProfile and the sink profiles its thread
+#: (``BENCH_SINK_PROFILE``), each writing ``<name>.prof`` there when it stops
+PROFILE_DIR = os.environ.get("BENCH_PIPELINE_PROFILE", "")
+#: the e2e replay groups this much event time of a gateway into one frame
+#: (:func:`sensors_sim.publisher.coalesce`, what a full-speed replay sends); 0 = one frame per
+#: gateway and simulator tick (~20 readings)
+COALESCE_S = float(os.environ.get("BENCH_PIPELINE_COALESCE_S", "300"))
 
 
 def _log(msg: str) -> None:
@@ -67,18 +74,20 @@ def _log(msg: str) -> None:
 # --- frames -------------------------------------------------------------------------------------
 
 
-def _frames(n: int, skip: int = 0) -> Iterator[Any]:
+def _frames(n: int, skip: int = 0, coalesce_s: float = 0.0) -> Iterator[Any]:
     """Frames of the default city, in order, after the first ``skip`` readings, until ``n``
-    more readings (whole frames)."""
+    more readings (whole frames); with ``coalesce_s`` a gateway's readings of that much event
+    time are one frame (:func:`sensors_sim.publisher.coalesce`, as a full-speed replay sends)."""
     from config.city import load_city
     from sensors_sim.engine import Simulator
+    from sensors_sim.publisher import coalesce
     from sensors_sim.scenario import load_scenario
 
     city = load_city()
     done = 0
     sim = Simulator(city, load_scenario("normal_day"), seed=1, duration=30 * 86400.0)
     skipped = 0
-    for step in sim.steps():
+    for _, step in coalesce(sim.ticks(), span_s=coalesce_s):
         for f in step:
             if skipped < skip:
                 skipped += len(f)
@@ -89,12 +98,12 @@ def _frames(n: int, skip: int = 0) -> Iterator[Any]:
                 return
 
 
-def _encoded(n: int) -> tuple[list[tuple[str, bytes, bytes]], int]:
+def _encoded(n: int, coalesce_s: float = 0.0) -> tuple[list[tuple[str, bytes, bytes]], int]:
     """``(topic suffix, key, value)`` for the first ``n`` readings, and their exact count."""
     from models.frame import encode
 
     out, total = [], 0
-    for f in _frames(n):
+    for f in _frames(n, coalesce_s=coalesce_s):
         out.append((f"readings.{f.domain}", f.gateway.encode(), encode(f)))
         total += len(f)
     return out, total
@@ -141,6 +150,32 @@ def _produce_all(producer: Any, items: Iterable[tuple[str, bytes, bytes]],
 # --- processes ----------------------------------------------------------------------------------
 
 
+def _listener_pid(hostport: str) -> int | None:
+    """The pid of the process listening on ``hostport`` (Kafka, ClickHouse), if it is ours."""
+    import psutil
+
+    port = int(hostport.rpartition(":")[2])
+    with contextlib.suppress(psutil.Error, OSError):
+        for c in psutil.net_connections(kind="tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+                return int(c.pid)
+    return None
+
+
+def _cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
+    """User + system CPU seconds so far of each process (threads included)."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        if pid is None:
+            continue
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            out[name] = t.user + t.system
+    return out
+
+
 class _Proc:
     def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> None:
         self.name = name
@@ -148,6 +183,11 @@ class _Proc:
         self._fh = open(self.log, "wb")  # noqa: SIM115
         full = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
         full.update(env)
+        if PROFILE_DIR and cmd[-1] == "worker":
+            cmd = [cmd[0], "-m", "cProfile", "-o", str(Path(PROFILE_DIR) / f"{name}.prof"),
+                   *cmd[1:]]
+        elif PROFILE_DIR and cmd[-1] == "sink":
+            full["BENCH_SINK_PROFILE"] = str(Path(PROFILE_DIR) / f"{name}.prof")
         self.proc = subprocess.Popen(cmd, env=full, cwd=ROOT, stdout=self._fh,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -171,6 +211,7 @@ def _wait_stable(bootstrap: str, groups: list[str], procs: list[_Proc], timeout:
                  need: set[str] = frozenset(), partitions: int = 4) -> None:  # type: ignore[assignment]
     """Wait until every group is Stable and its members hold every partition of ``need``."""
     from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     deadline = time.monotonic() + timeout
@@ -180,7 +221,14 @@ def _wait_stable(bootstrap: str, groups: list[str], procs: list[_Proc], timeout:
         while True:
             for p in procs:
                 p.check()
-            info = admin.describe_groups(groups)
+            try:
+                info = admin.describe_groups(groups)
+            except KafkaError as exc:  # a fresh broker: no group coordinator yet
+                info, since = {}, None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"consumer groups not ready after {timeout}s") from exc
+                time.sleep(0.5)
+                continue
             ok = True
             for g in groups:
                 d = info.get(g) or {}
@@ -265,6 +313,34 @@ class _Pipeline:
 # --- measurements -------------------------------------------------------------------------------
 
 
+def _admin() -> Any:
+    from kafka.admin import KafkaAdminClient
+
+    return KafkaAdminClient(bootstrap_servers=KAFKA)
+
+
+def _end_offsets(topics: list[str]) -> dict[Any, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=KAFKA)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(c.partitions_for_topic(t))]
+        return {tp: int(off) for tp, off in c.end_offsets(tps).items()}
+    finally:
+        c.close()
+
+
+def _caught_up(admin: Any, group: str, ends: dict[Any, int]) -> bool:
+    """The group committed every offset up to ``ends`` (it processed everything produced)."""
+    from kafka.errors import KafkaError
+
+    try:
+        done = admin.list_consumer_group_offsets(group)
+    except KafkaError:
+        return False
+    return all(end == 0 or (tp in done and done[tp].offset >= end) for tp, end in ends.items())
+
+
 def _e2e(log_dir: Path, msgs: list[tuple[str, bytes, bytes]], total: int, timeout: float,
          keep: list[_Pipeline] | None = None) -> tuple[float, dict[str, Any], str]:
     """Throughput; with ``keep`` the running pipeline is appended to it instead of closed."""
@@ -273,33 +349,59 @@ def _e2e(log_dir: Path, msgs: list[tuple[str, bytes, bytes]], total: int, timeou
     try:
         producer = _producer(KAFKA)
         topics = {s: pipe.topic(s) for s in {m[0] for m in msgs}}
+        pids = {"worker": pipe.procs[0].proc.pid, "sink": pipe.procs[1].proc.pid,
+                "kafka": _listener_pid(KAFKA), "clickhouse": _listener_pid(CLICKHOUSE),
+                "producer+bench": os.getpid()}
+        cpu0 = _cpu_seconds(pids)
         t0 = time.perf_counter()
         _produce_all(producer, ((topics[t], k, v) for t, k, v in msgs))
         produced_s = time.perf_counter() - t0
         producer.close()
+        ends = _end_offsets([pipe.topic(f"readings.{d}") for d in DOMAINS])
         deadline = time.monotonic() + timeout
         last, last_change = -1, time.monotonic()
-        while True:
-            for p in pipe.procs:
-                p.check()
-            n = pipe.count(final=False)
-            if n >= total and pipe.count(final=True) >= total:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {n}/{total} readings in ClickHouse after {timeout}s")
-            if time.monotonic() - last_change > 60:
-                raise RuntimeError(f"stuck at {n}/{total} readings in ClickHouse for 60 s; sink "
-                                   "log:\n" + pipe.procs[1].log.read_text(errors="replace")[-3000:])
-            if n != last:
-                last_change = time.monotonic()
-                _log(f"e2e: {n}/{total} readings visible ({time.perf_counter() - t0:.1f} s)")
-                last = n
-            time.sleep(0.5)
-        elapsed = time.perf_counter() - t0
+        readings_s: float | None = None  # all readings visible in ClickHouse
+        worker_s: float | None = None  # the worker committed every readings offset
+        admin = _admin()
+        try:
+            while readings_s is None or worker_s is None:
+                for p in pipe.procs:
+                    p.check()
+                if readings_s is None:
+                    n = pipe.count(final=False)
+                    if n >= total and pipe.count(final=True) >= total:
+                        readings_s = time.perf_counter() - t0
+                    elif n != last:
+                        last_change = time.monotonic()
+                        _log(f"e2e: {n}/{total} readings visible "
+                             f"({time.perf_counter() - t0:.1f} s)")
+                        last = n
+                    elif time.monotonic() - last_change > 60:
+                        raise RuntimeError(
+                            f"stuck at {n}/{total} readings in ClickHouse for 60 s; sink log:\n"
+                            + pipe.procs[1].log.read_text(errors="replace")[-3000:])
+                if worker_s is None and _caught_up(admin, f"{pipe.prefix}-worker", ends):
+                    worker_s = time.perf_counter() - t0
+                    _log(f"e2e: the worker committed every readings offset ({worker_s:.1f} s)")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"not done after {timeout}s: readings visible after "
+                                       f"{readings_s} s, worker caught up after {worker_s} s")
+                time.sleep(0.25)
+        finally:
+            admin.close()
+        assert readings_s is not None and worker_s is not None
+        elapsed = max(readings_s, worker_s)  # every reading stored and every one processed
+        cpu1 = _cpu_seconds(pids)
+        # CPU seconds per million readings, per process: less noisy than wall rates on a
+        # shared machine (the bench process also polls count() every 0.5 s)
+        cpu = {k: round((cpu1[k] - cpu0[k]) * 1e6 / total, 2) for k in cpu1 if k in cpu0}
         # the derived outputs lag a little behind the readings: let them settle for the record
         time.sleep(3)
         extra = {"produce_s": round(produced_s, 2), "seconds": round(elapsed, 2),
-                 "derived_rows": pipe.derived()}
+                 "readings_visible_s": round(readings_s, 2),
+                 "worker_caught_up_s": round(worker_s, 2),
+                 "coalesce_s": COALESCE_S,
+                 "cpu_s_per_million": cpu, "derived_rows": pipe.derived()}
         ok = True
         return total / elapsed, extra, pipe.prefix
     finally:
@@ -502,7 +604,7 @@ def run(runs: int = 3, quick: bool = False) -> Iterable[dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
             log_dir = Path(tmp)
             _log(f"encoding {n} readings")
-            msgs, total = _encoded(n)
+            msgs, total = _encoded(n, COALESCE_S)
             single = _single(n_naive)
             e2e, raw, naive, ratio_n, ratio_r = [], [], [], [], []
             e2e_extra: dict[str, Any] = {}

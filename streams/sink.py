@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import logging
+import os
 import signal
 import threading
 import time
@@ -249,7 +250,26 @@ class Sink:
 
     # -- loop --------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set; flush and commit on the way out."""
+        """Consume until ``stop`` is set; flush and commit on the way out.
+
+        ``BENCH_SINK_PROFILE=<file>`` (a diagnostic switch for ``citybrain bench pipeline``)
+        runs the loop under cProfile and writes the stats to that file when it stops.
+        """
+        path = os.environ.get("BENCH_SINK_PROFILE")
+        if not path:
+            self._run(stop)
+            return
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            self._run(stop)
+        finally:
+            prof.disable()
+            prof.dump_stats(path)
+
+    def _run(self, stop: threading.Event) -> None:
         with contextlib.suppress(ValueError, RuntimeError, AttributeError):
             # `kill -USR1 <pid>` prints every thread's stack to stderr: a stuck client shows
             # where without a debugger
