@@ -212,6 +212,464 @@ def derived_rows(res: Outputs) -> Rows:
     return rows
 
 
+# -- columnar loading ----------------------------------------------------------------------------
+
+
+class _KindParts:
+    """A batch's readings of one sensor kind, gathered frame by frame as Python lists."""
+
+    __slots__ = ("frames", "readings", "seq", "sid", "ts", "vals")
+
+    def __init__(self, n_metrics: int) -> None:
+        self.sid: list[Any] = []
+        self.ts: list[Any] = []
+        self.seq: list[Any] = []
+        self.vals: list[list[Any]] = [[] for _ in range(n_metrics)]
+        self.frames: list[tuple[int, int, int]] = []  # (batch frame number, gateway, readings)
+        self.readings = 0  # as the recording counts them
+
+    def add(self, no: int, gw: int, sids: list, ts: list, seq: list, vals: list[list],
+            counted: int) -> None:
+        self.sid += sids
+        self.ts += ts
+        self.seq += seq
+        for dst, src in zip(self.vals, vals, strict=True):
+            dst += src
+        self.frames.append((no, gw, len(sids)))
+        self.readings += counted
+
+
+class _Buckets:
+    """The open one-step buckets of one sensor kind, for every gateway of that kind at once."""
+
+    __slots__ = ("counts", "holders", "keys", "sums")
+
+    def __init__(self) -> None:
+        #: bucket start -> sums [kind sensors, metrics], counts [kind sensors], the keys counted
+        #: (a list of arrays) and which gateways hold the bucket open (bool per city gateway)
+        self.sums: dict[int, np.ndarray] = {}
+        self.counts: dict[int, np.ndarray] = {}
+        self.keys: dict[int, list[np.ndarray]] = {}
+        self.holders: dict[int, np.ndarray] = {}
+
+
+class BatchLoader:
+    """:func:`load_frames` for whole batches at once: the same rows, dead-letter counts and
+    model calls, with numpy over all the batch's readings instead of per frame.
+
+    Per batch it decodes every frame with one ``orjson.loads`` and gathers the readings per
+    sensor kind into flat columns; a frame that is not plainly valid (wrong shape, booleans,
+    unknown sensor, non-finite or negative values…) goes through :func:`models.frame.decode`
+    and the validator, exactly as in the workers, so it is dead-lettered with the same reason.
+    The processor's per-gateway windows (:class:`streams.windows.GatewayWindows`) are
+    replayed for all gateways of a kind at once: the same late readings (before the gateway's
+    closed range), the same de-duplication by (sensor, seq) against the open buckets, the same
+    bucket sums (``np.add.at`` in reading order) and the same window means, summed bucket by
+    bucket in the order the gateway opened them (chronological unless reordered deliveries
+    opened an older bucket later: those gateways are summed one by one in their own order).
+    The processor's windows stay unused: a backfill never snapshots them. Then the models per
+    kind (:meth:`models.stack.CityModels.update`), the anomaly rows and the tick of the
+    processor itself. ``tests/store/test_backfill.py`` compares both paths table by table.
+    """
+
+    def __init__(self, settings: Settings, city: Any, processor: Processor | None) -> None:
+        from config.domains import KIND_DOMAIN, KINDS
+        from streams.processor import CityValidator
+
+        self.settings = settings
+        self.processor = processor
+        self.validator = processor.validator if processor is not None else CityValidator(city)
+        gws = list(city.gateways)
+        self.gw_num = {g.id: i for i, g in enumerate(gws)}
+        self.gw_names = np.array([g.id for g in gws], dtype=object)
+        self.gw_kind = [g.kind for g in gws]
+        self.gw_domain = [g.domain for g in gws]
+        self.gw_metrics = [frozenset(KINDS[g.domain][g.kind]) for g in gws]
+        self.kinds = sorted({g.kind for g in gws})
+        self.kind_metrics = {k: KINDS[KIND_DOMAIN[k]][k] for k in self.kinds}
+        self.kind_domain = {k: KIND_DOMAIN[k] for k in self.kinds}
+        sids: list[str] = []
+        gw_of: list[int] = []
+        krow: list[int] = []
+        n_kind: Counter[str] = Counter()
+        for i, g in enumerate(gws):
+            for s in g.sensors:
+                sids.append(s.id)
+                gw_of.append(i)
+                krow.append(n_kind[g.kind])
+                n_kind[g.kind] += 1
+        self.sid_index = {s: i for i, s in enumerate(sids)}
+        if len(self.sid_index) != len(sids):
+            raise ValueError("a sensor id is used by two gateways: backfill needs unique ids")
+        self.sensor_ids = np.array(sids, dtype=object)
+        self.gw_of = np.array(gw_of, dtype=np.int64)
+        self.krow = np.array(krow, dtype=np.int64)
+        self.n_kind = dict(n_kind)
+        self.kind_cidx = {k: np.flatnonzero(np.array([self.gw_kind[g] == k for g in gw_of]))
+                          for k in self.kinds}
+        self.table_idx: np.ndarray | None = None
+        if processor is not None and processor.models is not None:
+            self.table_idx = np.concatenate(
+                [processor._gidx[g.id] for g in gws]).astype(np.int64)
+        self.window_s = int(processor.window_s) if processor is not None else 0
+        self.lateness_s = int(processor.lateness_s) if processor is not None else 0
+        ng = len(gws)
+        self.closed = np.full(ng, np.nan)  # GatewayWindows.closed_until (NaN: None)
+        self.max_ts = np.full(ng, -np.inf)
+        self.last_b = np.full(ng, -np.inf)  # newest bucket a gateway opened
+        self.order: dict[int, list[int]] = {}  # opening order of gateways that reordered
+        self.buckets = {k: _Buckets() for k in self.kinds}
+        self.seen: set[int] = set()  # keys of the open buckets
+
+    # -- decode ----------------------------------------------------------------------------------
+    def _slow(self, value: bytes) -> tuple[Any, Any]:
+        """The workers' decode and validation: (frame, local indices) or FrameError."""
+        from models.frame import decode
+
+        frame = decode(value, max_bytes=self.settings.max_frame_bytes)
+        return frame, self.validator(frame)
+
+    def gather(self, frames: Frames, dead: Counter[str]) -> dict[str, _KindParts]:
+        import orjson
+
+        from models.frame import WIRE_VERSION, FrameError
+
+        loads = orjson.loads
+        max_bytes = self.settings.max_frame_bytes
+        gw_num, gw_domain, gw_metrics, gw_kind = (self.gw_num, self.gw_domain, self.gw_metrics,
+                                                  self.gw_kind)
+        km = self.kind_metrics
+        parts: dict[str, _KindParts] = {}
+        for no, (_, _, counted, value) in enumerate(frames):
+            gi = None
+            try:
+                if len(value) <= max_bytes and b"true" not in value and b"false" not in value:
+                    d = loads(value)
+                    if type(d) is dict and d.get("v") == WIRE_VERSION:
+                        gw = d.get("gateway")
+                        gi = gw_num.get(gw) if type(gw) is str else None
+            except orjson.JSONDecodeError:
+                gi = None
+            if gi is not None:
+                mets = d.get("metrics")
+                sids, ts, seq = d.get("sensor_id"), d.get("ts"), d.get("seq")
+                n = len(sids) if type(sids) is list else 0
+                if (d.get("domain") == gw_domain[gi] and type(mets) is dict
+                        and mets.keys() == gw_metrics[gi] and n
+                        and type(ts) is list and len(ts) == n
+                        and type(seq) is list and len(seq) == n):
+                    vals = [mets[m] for m in km[gw_kind[gi]]]
+                    if all(type(v) is list and len(v) == n for v in vals):
+                        kind = gw_kind[gi]
+                        p = parts.get(kind)
+                        if p is None:
+                            p = parts[kind] = _KindParts(len(km[kind]))
+                        p.add(no, gi, sids, ts, seq, vals, counted)
+                        continue
+            try:  # not plainly valid: exactly what the workers do with it
+                frame, _ = self._slow(value)
+            except FrameError as exc:
+                dead[exc.reason] += 1
+                continue
+            gi = gw_num[frame.gateway]
+            kind = gw_kind[gi]
+            p = parts.get(kind)
+            if p is None:
+                p = parts[kind] = _KindParts(len(km[kind]))
+            p.add(no, gi, frame.sensor_id.tolist(), frame.ts.tolist(), frame.seq.tolist(),
+                  [frame.metrics[m].tolist() for m in km[kind]], counted)
+        return parts
+
+    def columns(self, kind: str, p: _KindParts, frames: Frames,
+                dead: Counter[str]) -> dict[str, np.ndarray] | None:
+        """The kind's readings as arrays; frames the arrays show invalid are decoded again
+        the workers' way (dead-lettered with their reason, or kept if that accepts them)."""
+        from models.frame import FrameError
+
+        n_fr = np.array([f[2] for f in p.frames], dtype=np.int64)
+        fgw = np.array([f[1] for f in p.frames], dtype=np.int64)
+        fno = np.repeat(np.arange(len(p.frames)), n_fr)
+        get = self.sid_index.get
+        try:
+            cidx = np.array([get(s, -1) for s in p.sid], dtype=np.int64)
+        except TypeError:  # an unhashable sensor id: frame by frame
+            cidx = np.array([get(s, -1) if isinstance(s, str) else -1 for s in p.sid],
+                            dtype=np.int64)
+        ts = np.asarray(p.ts)
+        seq = np.asarray(p.seq)
+        vals = np.asarray(p.vals)
+        if (ts.dtype.kind not in "iuf" or seq.dtype.kind not in "iuf"
+                or vals.dtype.kind not in "iuf" or ts.ndim != 1 or seq.ndim != 1
+                or vals.ndim != 2):
+            return self._refetch(kind, p, frames, dead)
+        ts = ts.astype(np.float64)
+        seq = seq.astype(np.float64)
+        vals = np.ascontiguousarray(vals.T, dtype=np.float64)
+        bad = ((cidx < 0) | (self.gw_of[np.maximum(cidx, 0)] != fgw[fno])
+               | ~np.isfinite(ts) | ~np.isfinite(seq) | ~np.isfinite(vals).all(axis=1)
+               | (seq < 0) | (seq != np.floor(seq)) | (ts < 0) | (ts > 4_102_444_800))
+        if bad.any():
+            drop = np.zeros(len(p.frames), dtype=bool)
+            for i in np.unique(fno[bad]).tolist():
+                try:
+                    self._slow(frames[p.frames[i][0]][3])
+                except FrameError as exc:
+                    dead[exc.reason] += 1
+                    drop[i] = True
+                    p.readings -= frames[p.frames[i][0]][2]
+            keep = ~drop[fno]
+            cidx, ts, seq, vals, fno = cidx[keep], ts[keep], seq[keep], vals[keep], fno[keep]
+        if not len(ts):
+            return None
+        return {"cidx": cidx, "ts": ts, "seq": seq.astype(np.int64), "vals": vals, "fno": fno}
+
+    def _refetch(self, kind: str, p: _KindParts, frames: Frames,
+                 dead: Counter[str]) -> dict[str, np.ndarray] | None:
+        """Every frame of ``p`` through the workers' decode (a value that is no number)."""
+        from models.frame import FrameError
+
+        q = _KindParts(len(self.kind_metrics[kind]))
+        for no, _, _ in p.frames:
+            try:
+                frame, _ = self._slow(frames[no][3])
+            except FrameError as exc:
+                dead[exc.reason] += 1
+                continue
+            q.add(no, self.gw_num[frame.gateway], frame.sensor_id.tolist(), frame.ts.tolist(),
+                  frame.seq.tolist(), [frame.metrics[m].tolist()
+                                       for m in self.kind_metrics[kind]], frames[no][2])
+        p.readings = q.readings
+        if not q.frames:
+            return None
+        out = self.columns(kind, q, frames, dead)
+        p.readings = q.readings
+        return out
+
+    # -- load ------------------------------------------------------------------------------------
+    def load(self, frames: Frames) -> Loaded:
+        out = Loaded()
+        parts = self.gather(frames, out.dead)
+        per_kind: dict[str, tuple[np.ndarray, ...]] = {}
+        any_valid = False
+        for kind in sorted(parts):
+            p = parts[kind]
+            cols = self.columns(kind, p, frames, out.dead)
+            out.readings += p.readings
+            if cols is None:
+                continue
+            out.rows.append(self._raw_rows(kind, cols))
+            any_valid = True
+            if self.processor is not None:
+                ok = self._windows_add(kind, cols, out)
+                if self.table_idx is not None and ok.any():
+                    per_kind[kind] = (self.table_idx[cols["cidx"][ok]], cols["ts"][ok],
+                                      cols["vals"][ok], cols["seq"][ok])
+        for _, c in out.rows:
+            days = np.unique(c["ts"].astype("datetime64[D]"))
+            out.days.update(d.item() for d in days)
+        processor = self.processor
+        if processor is not None:
+            for kind in self.kinds:
+                ind = self._emit(kind)
+                if ind is not None:
+                    out.rows.append(ind)
+        if processor is not None and processor.models is not None:
+            from streams.processor import Outputs
+
+            assert self.table_idx is not None
+            res = Outputs()
+            for kind in sorted(per_kind):
+                processor._anomalies(res, processor.models.update(kind, *per_kind[kind]))
+            if any_valid:
+                processor._maybe_tick(res)
+            out.rows.extend(derived_rows(res))
+        return out
+
+    def _raw_rows(self, kind: str, cols: dict[str, np.ndarray]) -> tuple[str, dict[str, np.ndarray]]:
+        """The readings of one kind for their domain's wide table. The domain's other kinds'
+        metrics are left out (NULL, as the sink's NaN becomes), which keeps the columns numeric
+        (clickhouse-driver sends a column with NaN as Python objects)."""
+        cidx = cols["cidx"]
+        out: dict[str, np.ndarray] = {
+            "ts": np.floor(cols["ts"]).astype("datetime64[s]"),
+            "sensor_id": self.sensor_ids[cidx],
+            "gateway": self.gw_names[self.gw_of[cidx]],
+            "seq": cols["seq"].astype(np.uint64),
+        }
+        for j, m in enumerate(self.kind_metrics[kind]):
+            out[m] = np.ascontiguousarray(cols["vals"][:, j])
+        return f"readings_{self.kind_domain[kind]}", out
+
+    # -- windows ---------------------------------------------------------------------------------
+    def _windows_add(self, kind: str, cols: dict[str, np.ndarray], out: Loaded) -> np.ndarray:
+        """GatewayWindows.add for every frame of the kind; returns the not-late mask."""
+        from streams.processor import STEP_S
+
+        step = STEP_S
+        cidx, ts, seq, vals, fno = cols["cidx"], cols["ts"], cols["seq"], cols["vals"], cols["fno"]
+        gw = self.gw_of[cidx]
+        closed = self.closed
+        if np.isnan(closed[gw]).any():  # first frames of gateways: the closed range starts
+            starts = np.flatnonzero(np.r_[True, fno[1:] != fno[:-1]])
+            fmin = np.minimum.reduceat(ts, starts)
+            fgw = gw[starts]
+            ug, first = np.unique(fgw, return_index=True)
+            new = np.isnan(closed[ug])
+            closed[ug[new]] = np.floor((fmin[first[new]] - self.lateness_s) / step) * step
+        late = ts < closed[gw]
+        if late.any():
+            out.dead["late"] += int(np.unique(fno[late]).size)
+        ok = ~late
+        keys = (cidx[ok] << 40) | seq[ok]  # GatewayWindows' key with the city-wide index
+        fresh = np.zeros(len(keys), dtype=bool)
+        fresh[np.unique(keys, return_index=True)[1]] = True
+        klist = keys.tolist()
+        seen = self.seen
+        if not seen.isdisjoint(klist):
+            fresh &= np.fromiter((k not in seen for k in klist), bool, len(klist))
+        okidx = np.flatnonzero(ok)[fresh]
+        if not len(okidx):
+            return ok
+        keys = keys[fresh]
+        seen.update(keys.tolist())
+        g_f, ts_f = gw[okidx], ts[okidx]
+        np.maximum.at(self.max_ts, g_f, ts_f)
+        starts_f = (np.floor(ts_f / step) * step).astype(np.int64)
+        bk = self.buckets[kind]
+        # buckets opened by this batch, in opening order: does any gateway open an older one
+        # after a newer one (its sums then follow its own order, see _emit)?
+        pair = starts_f * len(self.gw_names) + g_f
+        _, first = np.unique(pair, return_index=True)
+        first.sort()
+        fb, fg = starts_f[first], g_f[first]
+        is_new = np.ones(len(fb), dtype=bool)
+        for b in np.unique(fb).tolist():
+            h = bk.holders.get(b)
+            if h is not None:
+                sel = fb == b
+                is_new[sel] = ~h[fg[sel]]
+        if is_new.any():
+            ob, og = fb[is_new].astype(np.float64), fg[is_new]
+            srt = np.argsort(og, kind="stable")
+            ob_s, og_s = ob[srt], og[srt]
+            prev = np.r_[-np.inf, ob_s[:-1]]
+            prev[np.r_[True, og_s[1:] != og_s[:-1]]] = -np.inf
+            prev = np.maximum(prev, self.last_b[og_s])
+            back = set(og_s[ob_s < prev].tolist())
+            for g in back:
+                if g not in self.order:
+                    self.order[g] = sorted(b for b, h in bk.holders.items() if h[g])
+            if self.order:
+                track = np.isin(og, list(self.order))
+                for b, g in zip(ob[track].tolist(), og[track].tolist(), strict=True):
+                    self.order[g].append(int(b))
+            np.maximum.at(self.last_b, og, ob)
+        n_k, m = self.n_kind[kind], len(self.kind_metrics[kind])
+        rows, v = self.krow[cidx[okidx]], vals[okidx]
+        for b in np.unique(starts_f).tolist():
+            sel = starts_f == b
+            if b not in bk.sums:
+                bk.sums[b] = np.zeros((n_k, m))
+                bk.counts[b] = np.zeros(n_k, dtype=np.int64)
+                bk.keys[b] = []
+                bk.holders[b] = np.zeros(len(self.gw_names), dtype=bool)
+            np.add.at(bk.sums[b], rows[sel], v[sel])
+            np.add.at(bk.counts[b], rows[sel], 1)
+            bk.keys[b].append(keys[sel])
+            bk.holders[b][g_f[sel]] = True
+        return ok
+
+    def _emit(self, kind: str) -> tuple[str, dict[str, np.ndarray]] | None:
+        """GatewayWindows.emit for every gateway of the kind: the indicator rows."""
+        from streams.processor import STEP_S
+
+        step, window = STEP_S, self.window_s
+        bk = self.buckets[kind]
+        if not bk.sums:
+            return None
+        held = np.logical_or.reduce(list(bk.holders.values()))
+        last_end = np.floor((self.max_ts - self.lateness_s) / step) * step
+        emit = held & ~np.isnan(self.closed) & (last_end > self.closed)
+        if not emit.any():
+            return None
+        closed = self.closed.copy()
+        gws = np.flatnonzero(emit)
+        lo, hi = float(closed[gws].min()), float(last_end[gws].max())
+        open_b = sorted(bk.sums)
+        ends = sorted({b + j * step for b in open_b for j in range(1, window // step + 1)
+                       if lo < b + j * step <= hi})
+        cidx_k = self.kind_cidx[kind]  # kind row -> city sensor
+        g_row = self.gw_of[cidx_k]
+        n_k, m = self.n_kind[kind], len(self.kind_metrics[kind])
+        reordered = np.zeros(len(self.gw_names), dtype=bool)
+        for g in self.order:
+            reordered[g] = True
+        t_out: list[np.ndarray] = []
+        r_out: list[np.ndarray] = []
+        v_out: list[np.ndarray] = []
+        for end in ends:
+            total = np.zeros((n_k, m))
+            count = np.zeros(n_k, dtype=np.int64)
+            for b in open_b:
+                if end - window <= b < end:
+                    total += bk.sums[b]
+                    count += bk.counts[b]
+            g_ok = emit & (closed < end) & (end <= last_end) & ~reordered
+            has = np.flatnonzero(g_ok[g_row] & (count > 0))
+            if len(has):
+                t_out.append(np.full(len(has), float(end)))
+                r_out.append(has)
+                v_out.append(total[has] / count[has, None])
+        for g in sorted(self.order):
+            if not emit[g]:
+                continue
+            rows = np.flatnonzero(g_row == g)
+            for end in range(int(closed[g]) + step, int(last_end[g]) + 1, step):
+                total = np.zeros((len(rows), m))
+                count = np.zeros(len(rows), dtype=np.int64)
+                for b in self.order[g]:
+                    if end - window <= b < end:
+                        total += bk.sums[b][rows]
+                        count += bk.counts[b][rows]
+                has = np.flatnonzero(count)
+                if len(has):
+                    t_out.append(np.full(len(has), float(end)))
+                    r_out.append(rows[has])
+                    v_out.append(total[has] / count[has, None])
+        # close the windows and drop the buckets no later window needs
+        self.closed[gws] = last_end[gws]
+        keep_from = last_end - window + step
+        for b in open_b:
+            drop = bk.holders[b] & emit & (b < keep_from)
+            if not drop.any():
+                continue
+            bk.holders[b] &= ~drop
+            keys = np.concatenate(bk.keys[b]) if bk.keys[b] else np.empty(0, np.int64)
+            gone = drop[self.gw_of[keys >> 40]]
+            self.seen.difference_update(keys[gone].tolist())
+            bk.keys[b] = [keys[~gone]]
+            for g in np.flatnonzero(drop).tolist():
+                if g in self.order:
+                    self.order[g].remove(b)
+                    if not self.order[g]:
+                        del self.order[g]
+            if not bk.holders[b].any():
+                del bk.sums[b], bk.counts[b], bk.keys[b], bk.holders[b]
+        if not t_out:
+            return None
+        ts, rows, means = np.concatenate(t_out), np.concatenate(r_out), np.concatenate(v_out)
+        names = np.array([f"{x}_mean" for x in self.kind_metrics[kind]], dtype=object)
+        k = len(rows)
+        return "indicators", {
+            "ts": np.floor(np.repeat(ts, m)).astype("datetime64[s]"),
+            "entity_type": np.full(k * m, "sensor", dtype=object),
+            "entity_id": np.repeat(self.sensor_ids[cidx_k[rows]], m),
+            "name": np.tile(names, k),
+            "value": means.ravel(),
+            "window_s": np.full(k * m, self.window_s, dtype=np.uint32),
+        }
+
+
 # -- serial --------------------------------------------------------------------------------------
 
 
@@ -221,16 +679,11 @@ def run_serial(
 ) -> None:
     from config.city import load_city
     from streams.app import build_processor
-    from streams.processor import CityValidator
 
     processor = build_processor(settings) if models else None
-    validator = processor.validator if processor is not None else CityValidator(
-        load_city(settings.city_file))
-    offset = 0
+    loader = BatchLoader(settings, load_city(settings.city_file), processor)
     for batch in model_batches(rec, model_batch):
-        loaded = load_frames(settings, validator, processor, batch.frames,
-                             lambda d: settings.topic(f"readings.{d}"), offset)
-        offset += len(batch.frames)
+        loaded = loader.load(batch.frames)
         inserter.put(loaded.rows)
         on_batch(batch, loaded)
 
@@ -309,14 +762,12 @@ def _worker(batches: Connection, results: Connection, settings: Settings, kinds:
         c.close()
     from config.city import load_city
     from streams.app import build_processor
-    from streams.processor import CityValidator
 
     store = None
     inserter: Inserter | None = None
     try:
         processor = build_processor(settings) if models else None
-        validator = (processor.validator if processor is not None
-                     else CityValidator(load_city(settings.city_file)))
+        loader = BatchLoader(settings, load_city(settings.city_file), processor)
         if processor is not None:
             processor.tick_s = NO_TICK_S
         m = processor.models if processor is not None else None
@@ -333,9 +784,8 @@ def _worker(batches: Connection, results: Connection, settings: Settings, kinds:
                 return
             if msg is None:
                 break
-            frames, offset = msg
-            loaded = load_frames(settings, validator, processor, frames,
-                                 lambda d: settings.topic(f"readings.{d}"), offset)
+            frames, _ = msg
+            loaded = loader.load(frames)
             if inserter is not None:
                 inserter.put(loaded.rows)
                 loaded.rows = []
