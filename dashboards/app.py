@@ -271,7 +271,7 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
         key = ("live",) if asof is None else ("at", int(asof))
         return cache.get(key, lambda: snapshot(
             store, geo, at=asof, standard=standard, stale_s=settings.dashboard_stale_s,
-            trends=trends, pool=pool, windows=windows, fresh=fresh))
+            trends=trends, pool=pool, windows=windows, fresh_cache=fresh))
 
     app.server.config["CITYBRAIN_SNAPSHOT"] = get_snapshot
 

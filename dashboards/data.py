@@ -414,11 +414,11 @@ class FreshnessCache:
             # a part that returned nothing was merged away meanwhile: not kept
             with self._lock:
                 self._items.update(got)
-        active = set(zip(dom, name, strict=True))
+        active = set(zip(dom.tolist(), name.tolist(), strict=True))
         rows = {d: [0, 0, 0] for d in newest}
         with self._lock:
-            for k in [k for k in self._items if k not in active]:
-                del self._items[k]
+            for gone in [key for key in self._items if key not in active]:
+                del self._items[gone]
             hits = [(d, self._items.get((d, p))) for d, p, _ in wanted]
         for d, hit in hits:
             if hit is None:
@@ -440,7 +440,76 @@ def congestion_trend(store: Store, geo: Geometry, lo: int, hi: int) -> pd.DataFr
     """The city's per-minute congestion index over minutes starting in ``(lo, hi]``: what
     ``queries.congestion_trend`` computes, from the loops' minute means weighted with the
     city's segments here instead of a join with the dimension tables in every query."""
-    df = queries.loop_minute_means(store, lo, hi)
+    return _weighted_ci(store, geo, queries.loop_minute_means(store, lo, hi))
+
+
+def loop_means_of_sums(sums: pd.DataFrame) -> pd.DataFrame:
+    """``queries.loop_minute_means`` from ``queries.traffic_minute_sums`` (same rows: flowing
+    loops with a speed)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        flow = (sums["flow_vph_sum"].to_numpy(dtype=np.float64)
+                / sums["flow_vph_count"].to_numpy(dtype=np.float64))
+        speed = (sums["speed_kmh_sum"].to_numpy(dtype=np.float64)
+                 / sums["speed_kmh_count"].to_numpy(dtype=np.float64))
+    keep = (sums["speed_kmh_count"].to_numpy() > 0) & (flow > 0)
+    return pd.DataFrame({"minute": sums["minute"].to_numpy()[keep],
+                         "sensor_hash": sums["sensor_hash"].to_numpy()[keep],
+                         "flow_vph": flow[keep], "speed_kmh": speed[keep]}, copy=False)
+
+
+def window_of_sums(sums: pd.DataFrame, cols: tuple[str, ...], t: int,
+                   window_s: int) -> pd.DataFrame:
+    """A per-sensor window (``queries.traffic_window(hashed=True)``: means, ``n``, ``last``)
+    from per-minute sums that cover it, up to the order of the additions."""
+    first, _ = queries.minute_window(t, window_s)
+    minute = sums["minute"].to_numpy(dtype=np.int64)
+    take = (minute >= first) & (minute <= t)
+    h = sums["sensor_hash"].to_numpy(dtype=np.uint64)[take]
+    keys, inv = np.unique(h, return_inverse=True)
+    k = len(keys)
+    n = np.bincount(inv, weights=sums["n"].to_numpy(dtype=np.float64)[take], minlength=k)
+    last_minute = np.zeros(k, dtype=np.int64)
+    np.maximum.at(last_minute, inv, minute[take])
+    out: dict[str, Any] = {"sensor_hash": keys}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for c in cols:
+            total = np.bincount(inv, weights=sums[f"{c}_sum"].to_numpy(dtype=np.float64)[take],
+                                minlength=k)
+            count = np.bincount(inv, weights=sums[f"{c}_count"].to_numpy(
+                dtype=np.float64)[take], minlength=k)
+            out[c] = total / count
+    out["n"] = n.astype(np.int64)
+    out["last"] = np.minimum(last_minute + 59, int(t))
+    keep = out["n"] > 0
+    return pd.DataFrame({c: v[keep] for c, v in out.items()}, copy=False)
+
+
+def traffic_and_ci_trend(store: Store, geo: Geometry, trends: TrendCache, t: int, lo: int,
+                         newest: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The traffic window (5 minutes, per loop) and the city's congestion trend from ``lo``
+    in one job: the trend's head (the last five to six minutes, asked at every refresh)
+    holds the window's minutes, so both are made of one read of the loops' minute sums
+    (``queries.traffic_minute_sums``); a window the head does not cover (time travel far
+    back, where every trend minute is kept) is asked for by itself."""
+    head: list[pd.DataFrame] = []
+    first, _ = queries.minute_window(t, 300)
+
+    def fn(a: int, b: int) -> pd.DataFrame:
+        if b == t and a < first:  # the head: its sums also make the window
+            sums = queries.traffic_minute_sums(store, a, b)
+            head.append(sums)
+            return _weighted_ci(store, geo, loop_means_of_sums(sums))
+        return congestion_trend(store, geo, a, b)
+
+    ci = trends.get("ci", fn, lo, t, newest, chunk_s=60)
+    if head:
+        window = window_of_sums(head[-1], queries.TRAFFIC_METRICS, t, 300)
+    else:
+        window = queries.traffic_window(store, t, hashed=True)
+    return window, ci
+
+
+def _weighted_ci(store: Store, geo: Geometry, df: pd.DataFrame) -> pd.DataFrame:
     p = geo.positions_of_hashes(store, df["sensor_hash"]) if len(df) else np.zeros(0, np.int64)
     seg = np.where(p >= 0, geo.sensor_seg[np.maximum(p, 0)], -1) if len(p) else p
     ok = seg >= 0
@@ -463,7 +532,7 @@ def snapshot(
     store: Store, geo: Geometry, *, at: int | None = None, standard: str = "china",
     stale_s: float = 120.0, now: float | None = None, trends: TrendCache | None = None,
     trend_minutes: int = 60, pool: QueryPool | None = None, windows: WindowCache | None = None,
-    fresh: FreshnessCache | None = None,
+    fresh_cache: FreshnessCache | None = None,
 ) -> Snapshot:
     """Query the store for the city at ``at`` (epoch s; ``None`` = the newest data).
 
@@ -475,7 +544,7 @@ def snapshot(
 
     trends = trends if trends is not None else TrendCache()
     windows = windows if windows is not None else WindowCache()
-    fresh = fresh if fresh is not None else FreshnessCache()
+    fresh_cache = fresh_cache if fresh_cache is not None else FreshnessCache()
     pool = pool if pool is not None else QueryPool([store])
     clock = time.perf_counter
 
@@ -493,12 +562,11 @@ def snapshot(
         return lambda st: trends.get(key, partial(fn, st), lo_, t, newest, chunk_s=chunk_s)
 
     res, q_times = pool.run({
-        "freshness": (fresh.get, parts),
-        "traffic": (partial(queries.traffic_window, hashed=True), t),
+        "freshness": (fresh_cache.get, parts),
+        "traffic": (traffic_and_ci_trend, geo, trends, t, lo, newest),
         "environment": (windows.get, "environment", queries.ENVIRONMENT_WINDOW, t, 3600,
                         newest),
         "utility": (partial(queries.utility_window, hashed=True), t),
-        "ci_trend": (trend("ci", lambda st, a, b: congestion_trend(st, geo, a, b), lo, 60),),
         "env_trend": (trend("env", queries.environment_trend, lo - 3600, 300),),
         "util_trend": (trend("util", queries.utility_trend, lo, 60),),
         "readings_trend": (trend("readings", queries.readings_trend, lo, 60),),
@@ -510,8 +578,8 @@ def snapshot(
     timings.update(q_times)
     timings["queries"] = clock() - t0
     fresh = res["freshness"]
-    traffic, env, util = res["traffic"], res["environment"], res["utility"]
-    ci_trend, env_trend = res["ci_trend"], res["env_trend"]
+    (traffic, ci_trend), env, util = res["traffic"], res["environment"], res["utility"]
+    env_trend = res["env_trend"]
     util_trend, rd_trend = res["util_trend"], res["readings_trend"]
     anom, health, risk, alerts = res["anomalies"], res["health"], res["risk"], res["alerts"]
     have = fresh[fresh["n"] > 0]

@@ -357,6 +357,27 @@ def loop_minute_means(store: Store, lo: int, hi: int) -> pd.DataFrame:
     )
 
 
+#: the traffic minute table's metrics (:func:`traffic_minute_sums`, :func:`traffic_window`)
+TRAFFIC_METRICS = ("flow_vph", "speed_kmh", "occupancy_pct")
+
+
+def traffic_minute_sums(store: Store, lo: int, hi: int) -> pd.DataFrame:
+    """Per loop and minute starting in ``(lo, hi]``: ``minute``, ``sensor_hash``, ``n``
+    readings and ``<metric>_sum``/``<metric>_count`` of every traffic metric: what both
+    :func:`loop_minute_means` and :func:`traffic_window` are made of, for a caller that needs
+    both over the same minutes (the live screen: one read of the last minutes, not two)."""
+    sums = ", ".join(f"sum({c}_sum) AS {c}_sum, sum({c}_count) AS {c}_count"
+                     for c in TRAFFIC_METRICS)
+    return store.query(
+        f"""
+        SELECT toUInt32(ts) AS minute, cityHash64(sensor_id) AS sensor_hash,
+               sum(readings) AS n, {sums}
+        FROM {sensor_minutes("traffic")} WHERE {_range(lo, hi)}
+        GROUP BY ts, sensor_id
+        """
+    )
+
+
 # --- city trends --------------------------------------------------------------------------------
 def _sensor_in(sensors: list[str]) -> str:
     return f"AND sensor_id IN ({', '.join(lit(s) for s in sensors)})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,9 @@ from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
 from store.base import StoreError, StoreUnavailable, n_rows
+
+#: a connection that answered this recently is not pinged before a query
+TRUST_S = 10.0
 
 
 class ServerStore:
@@ -41,20 +45,60 @@ class ServerStore:
         self._lock = threading.Lock()  # a clickhouse-driver Client is not thread-safe
         self._client = Client(database="default", **self._kw)
         self.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-        self._client = Client(database=database, **self._kw)
+        self._client = self._new_client()
 
     def __repr__(self) -> str:
         return f"ServerStore({self._kw['host']}:{self._kw['port']}/{self.database})"
 
-    def _run(self, fn: Any, *args: Any, **kw: Any) -> Any:
+    def _new_client(self) -> Client:
+        """A client whose connection skips clickhouse-driver's ping before a query while the
+        connection answered within the last :data:`TRUST_S` seconds (a ping is a round trip
+        per query; the screen runs a dozen queries per refresh). A connection that broke
+        meanwhile fails the query with a network error: :meth:`query` then reconnects and
+        asks again; commands and inserts always ping first, so they are never sent twice."""
+        client = Client(database=self.database, **self._kw)
+        conn = client.connection
+        ping = conn.ping
+
+        def maybe_ping() -> Any:
+            if self._trusted and time.monotonic() - self._last_ok < TRUST_S:
+                return True
+            return ping()
+
+        conn.ping = maybe_ping  # type: ignore[method-assign]
+        return client
+
+    _trusted = False
+    _last_ok = 0.0
+
+    def _run(self, fn: Any, *args: Any, _retry: bool = False, **kw: Any) -> Any:
         with self._lock:
+            self._trusted = _retry
             try:
-                return fn(*args, **kw)
+                out = fn(*args, **kw)
+                self._last_ok = time.monotonic()
+                return out
             except ch_errors.ServerException as exc:
                 raise StoreError(_first_line(exc.message)) from None
             except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as exc:
                 self._client.disconnect()
+                self._last_ok = 0.0
+                if _retry:  # a read on a connection that broke while idle: once more
+                    return self._run_locked_again(fn, *args, **kw)
                 raise StoreUnavailable(f"{self!r}: {exc}") from None
+            finally:
+                self._trusted = False
+
+    def _run_locked_again(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            out = fn(*args, **kw)
+            self._last_ok = time.monotonic()
+            return out
+        except ch_errors.ServerException as exc:
+            raise StoreError(_first_line(exc.message)) from None
+        except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as exc:
+            self._client.disconnect()
+            raise StoreUnavailable(f"{self!r}: {exc}") from None
 
     def command(self, sql: str) -> None:
         self._run(self._client.execute, sql)
@@ -66,11 +110,15 @@ class ServerStore:
             with_column_types=True,
             columnar=True,
             settings={"use_numpy": True, **(settings or {})},
+            _retry=True,
         )
         names = [name for name, _ in types]
         if not data:
             return pd.DataFrame({n: [] for n in names})
-        return pd.DataFrame({n: _column(col) for n, col in zip(names, data, strict=True)})
+        # copy=False: the columns are fresh arrays; pandas would otherwise copy every numeric
+        # column into one block (half the cost of a wide window's frame)
+        return pd.DataFrame({n: _column(col) for n, col in zip(names, data, strict=True)},
+                            copy=False)
 
     def insert(self, table: str, columns: dict[str, np.ndarray]) -> int:
         n = n_rows(columns)

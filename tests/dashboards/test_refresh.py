@@ -101,7 +101,7 @@ def test_snapshot_on_a_pool_equals_one_connection(server_store: Any) -> None:
     assert (a.status == b.status).all() and np.array_equal(a.value, b.value, equal_nan=True)
     pd.testing.assert_frame_equal(a.ci_trend, b.ci_trend)
     pd.testing.assert_frame_equal(a.aqi_trend, b.aqi_trend)
-    assert {"traffic", "environment", "ci_trend", "queries"} <= set(a.timings)
+    assert {"traffic", "environment", "freshness", "queries"} <= set(a.timings)
 
 
 def test_window_from_parts_equals_the_window_query(server_store: Any) -> None:
@@ -129,3 +129,51 @@ def test_window_from_parts_equals_the_window_query(server_store: Any) -> None:
                 np.testing.assert_allclose(g[c].to_numpy(dtype=float), w[c].to_numpy(dtype=float),
                                            rtol=1e-9, err_msg=c)
     assert cache._items  # the sealed minutes were kept
+
+
+def test_traffic_window_and_ci_trend_from_one_read(server_store: Any) -> None:
+    """The live refresh makes the traffic window and the congestion trend's head of one read
+    of the loops' minute sums: both equal their own queries, live and in the past."""
+    from config.city import load_city
+    from dashboards.data import Geometry, TrendCache, congestion_trend, traffic_and_ci_trend
+    from dashboards.seed import seed_store
+    from store import queries
+    from tests.dashboards.conftest import SEED_START
+
+    city = load_city()
+    geo = Geometry.from_city(city)
+    seed_store(server_store, city, scenario="bad_day", start=SEED_START, duration_s=1500)
+    newest = max(queries.newest_ts(server_store).values())
+    trends = TrendCache()
+    calls: list[str] = []
+    real = queries.traffic_minute_sums
+
+    def counted(*a: Any, **k: Any) -> Any:
+        calls.append("sums")
+        return real(*a, **k)
+
+    queries.traffic_minute_sums = counted  # type: ignore[assignment]
+    try:
+        for t in (newest, newest - 130, newest - 1000):
+            lo = t - 3600
+            calls.clear()
+            window, ci = traffic_and_ci_trend(server_store, geo, trends, t, lo, newest)
+            want = queries.traffic_window(server_store, t, hashed=True)
+            w = want.sort_values("sensor_hash").reset_index(drop=True)
+            g = window.sort_values("sensor_hash").reset_index(drop=True)
+            assert len(g) == len(w) > 1000
+            assert (g["sensor_hash"].to_numpy() == w["sensor_hash"].to_numpy()).all()
+            assert (g["n"].to_numpy() == w["n"].to_numpy()).all()
+            assert (g["last"].to_numpy() == w["last"].to_numpy()).all()
+            for c in queries.TRAFFIC_METRICS:
+                np.testing.assert_allclose(g[c].to_numpy(dtype=float), w[c].to_numpy(dtype=float),
+                                           rtol=1e-9, err_msg=c)
+            want_ci = congestion_trend(server_store, geo, lo - lo % 60, t)
+            want_ci = want_ci[want_ci["minute"] > lo - lo % 60].reset_index(drop=True)
+            assert len(ci) == len(want_ci) > 0
+            assert (ci["minute"].to_numpy() == want_ci["minute"].to_numpy()).all()
+            np.testing.assert_allclose(ci["ci"], want_ci["ci"], rtol=1e-9)
+            if t == newest:
+                assert calls == ["sums"]  # one read for both
+    finally:
+        queries.traffic_minute_sums = real  # type: ignore[assignment]
