@@ -158,6 +158,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     last_seen: dict[tuple[str, int], int] = {}  # per partition, the last offset processed
     sought: dict[tuple[str, int], float] = {}  # when in_order() last sought the partition back
     gap_since: dict[tuple[tuple[str, int], int | None], float] = {}
+    #: readings partitions newly owned since the last assignment whose start offset is not
+    #: known yet (see start_positions), with the time they were assigned
+    unstarted: dict[tuple[str, int], float] = {}
 
     def changelog_partition(key: bytes) -> int:
         """The producer's default partitioner (murmur2, as aiokafka's and kafka-python's), over
@@ -255,6 +258,17 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             for tp_key in [k for k in last_seen if k not in now]:
                 del last_seen[tp_key]
                 sought.pop(tp_key, None)
+            for key in list(gap_since):
+                if key[0] not in now:
+                    del gap_since[key]
+            t_now = time.monotonic()
+            for tp_key in list(unstarted):
+                if tp_key not in now:
+                    del unstarted[tp_key]
+            for tp_key in now - ctx["owned"]:
+                if tp_key[0] in readings_topics:
+                    last_seen.pop(tp_key, None)
+                    unstarted.setdefault(tp_key, t_now)
             kept = [e for e in pending if (e.message.topic, e.message.partition) in now]
             dropped = len(pending) - len(kept)
             pending[:] = kept
@@ -289,34 +303,67 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         consumer._citybrain_start_positions = True  # type: ignore[attr-defined]
 
     async def start_positions(consumer: Any, committed: dict[Any, int | None]) -> None:
-        """Seek readings partitions without a committed offset to their beginning, and tell
-        ``in_order`` where each newly owned partition starts.
+        """Place every readings partition where this worker needs its next event, after Faust
+        sought them to their committed offsets (end of every rebalance, after table recovery).
 
         Faust drops records it has already fetched when a rebalance starts (``getmany`` stops
         at an inactive flow, a new generation or a paused partition) and relies on seeking to
-        the committed offsets afterwards to fetch them again. aiokafka's
-        ``seek_to_committed`` only seeks partitions whose committed offset is > 0: a partition
-        nobody has committed yet (the first seconds of a stream, exactly when the second
-        worker joins) keeps its fetch position *after* the dropped records, and they never
-        reach the agent (seen: offset 0 of a partition, a gateway's first frame, missing from
-        its windows: five early windows wrong). ``in_order`` could not notice, because it had
-        no previous offset for a partition new to this worker.
+        the committed offsets afterwards to fetch them again. aiokafka's ``seek_to_committed``
+        only seeks partitions whose committed offset is > 0: a partition nobody has committed
+        yet (the first seconds of a stream, exactly when the second worker joins) kept its
+        fetch position *after* the dropped records, and they never reached the agent (seen:
+        offset 0 of a partition, a gateway's first frame, missing from its windows: five early
+        windows wrong). So:
+
+        - a partition new to this worker starts at its committed offset, or at its beginning
+          when nothing is committed (``consumer_auto_offset_reset`` is earliest); events of it
+          that arrive before this is known are dropped unacked (``in_order``), and the seek
+          here fetches them again;
+        - a partition this worker kept continues right after the last offset it processed
+          (records fetched before the rebalance and dropped by Faust come again; anything at
+          or below that offset is skipped by position).
+        ``in_order`` then enforces that every partition's events arrive without holes.
         """
-        starts: dict[tuple[str, int], int | None] = {
-            (tp.topic, tp.partition): off for tp, off in committed.items()
-            if tp.topic in readings_topics}
-        unset = [faust.types.TP(t, p) for (t, p), off in starts.items() if not off or off <= 0]
-        if unset:
-            earliest = await consumer.earliest_offsets(*unset)
-            for tp in unset:
-                first = int(earliest.get(tp) or 0)
-                await seek(tp, first)
-                starts[(tp.topic, tp.partition)] = first
-            log.info("no committed offset yet: %s sought to their beginning",
-                     sorted(f"{tp.topic.rsplit('.', 1)[-1]}:{tp.partition}" for tp in unset))
-        for key, begin in starts.items():
-            if key not in last_seen and begin is not None:
-                last_seen[key] = begin - 1  # the first event must be `begin`, or in_order seeks
+        assigned = {(tp.topic, tp.partition): off for tp, off in committed.items()
+                    if tp.topic in readings_topics}
+        unset = [faust.types.TP(t, p) for (t, p), off in assigned.items()
+                 if (t, p) in unstarted and (not off or off <= 0)]
+        earliest = await consumer.earliest_offsets(*unset) if unset else {}
+        placed = []
+        for (t, p), off in assigned.items():
+            tp = faust.types.TP(t, p)
+            if (t, p) in unstarted:
+                begin = int(off) if off and off > 0 else int(earliest.get(tp) or 0)
+                last_seen[(t, p)] = begin - 1
+                del unstarted[(t, p)]
+                placed.append(f"{t.rsplit('.', 1)[-1]}:{p}@{begin}")
+            elif (t, p) in last_seen:
+                begin = last_seen[(t, p)] + 1
+            else:
+                continue
+            await seek(tp, begin)
+        if placed:
+            log.info("new partitions start at %s", ", ".join(sorted(placed)))
+
+    async def heal() -> None:
+        """Retry what ``in_order`` and ``start_positions`` wait for, when no event would: seek
+        a partition whose hole is still open back again (a seek can lose a race with Faust's
+        fetch loop, which then drops the re-fetched records as already read), and place
+        partitions still unstarted 10 s after their assignment (Faust's seek did not come)."""
+        if not rebalanced.is_set() or ctx["stream"] is None:
+            return
+        now = time.monotonic()
+        for (tp, last), since in list(gap_since.items()):
+            if last is None or last_seen.get(tp) != last or now - sought.get(tp, -1e9) < 1.0:
+                continue
+            log.warning("offset %d of %s[%d] still missing after %.0fs; seeking back again",
+                        last + 1, tp[0], tp[1], now - since)
+            sought[tp] = now
+            await seek(faust.types.TP(*tp), last + 1)
+        if any(now - t0 > 10.0 for t0 in unstarted.values()):
+            log.warning("partitions %s not placed 10 s after their assignment; seeking now",
+                        sorted(unstarted))
+            await app.consumer.perform_seek()
 
     @contextlib.asynccontextmanager
     async def gate() -> AsyncIterator[None]:
@@ -347,9 +394,13 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         """
         ok = []
         now = time.monotonic()
+        early = 0
         for e in events:
             m = e.message
             tp = (m.topic, m.partition)
+            if tp in unstarted:  # where it starts is not known yet: fetched again later
+                early += 1
+                continue
             last = last_seen.get(tp)
             if last is not None and m.offset > last + 1:
                 since = gap_since.setdefault((tp, last), now)
@@ -366,6 +417,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             if last is None or m.offset > last:
                 gap_since.pop((tp, last), None)
                 last_seen[tp] = m.offset
+        if early:
+            log.info("dropped %d events of partitions not placed yet", early)
         return ok
 
     async def handle(events: list[Any]) -> None:
@@ -439,6 +492,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             return
         async with lock:
             await checkpoint()
+
+    @app.timer(interval=1.0)
+    async def heal_gaps() -> None:
+        await heal()
 
     @app.timer(interval=5.0)
     async def lag() -> None:
