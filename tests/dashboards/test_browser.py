@@ -184,6 +184,83 @@ def test_time_travel_and_live(browser: Any, served: Served) -> None:
     wait_for(browser, lambda: browser.find_elements(By.ID, "view-live"), what="live again")
 
 
+def test_map_draws_10000_sensors(browser: Any, served: Served) -> None:
+    """The overview's map with twice the default city's sensors (10,000, a copy of each
+    sensor beside it) renders in the page's own plotly, pans, and the page keeps answering
+    (two animation frames after the pan). The time it took and the longest main-thread task
+    are written to test-artifacts/map-10k.json (reported, not asserted: the machine is shared)."""
+    import dataclasses
+    import json
+
+    import pandas as pd
+    from plotly.io.json import to_json_plotly
+
+    from config.city import load_city
+    from dashboards import figures
+    from dashboards.data import Geometry
+
+    _load_overview(browser, served)
+    geo = Geometry.from_city(load_city())
+    sensors = geo.sensors
+    big = dataclasses.replace(
+        geo,
+        sensors=pd.concat([sensors, sensors.assign(sensor_id=sensors["sensor_id"] + "-B")],
+                          ignore_index=True),
+        sensor_x=np.r_[geo.sensor_x, geo.sensor_x + 0.12],
+        sensor_y=np.r_[geo.sensor_y, geo.sensor_y + 0.12],
+        sensor_ids=np.r_[geo.sensor_ids, np.char.add(geo.sensor_ids, "-B")],
+        sensor_hover=np.r_[geo.sensor_hover, geo.sensor_hover],
+    )
+    snap = served.app.server.config["CITYBRAIN_SNAPSHOT"](None)
+    snap = dataclasses.replace(snap, status=np.r_[snap.status, snap.status],
+                               value=np.r_[snap.value, snap.value],
+                               score=np.r_[snap.score, snap.score])
+    fig = figures.city_map(big, snap)
+    points = [tr for tr in fig["data"] if tr["type"] == "scattergl" and tr["mode"] == "markers"]
+    assert sum(len(tr["x"]) for tr in points) == 10_000
+    browser.set_script_timeout(180)
+    got = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const fig = JSON.parse(arguments[0]);
+        const div = document.createElement('div');
+        div.id = 'map-10k';
+        div.style.cssText = 'position:fixed;left:0;top:0;width:1280px;height:1000px;'
+                          + 'z-index:9999;background:#0b1220';
+        document.body.appendChild(div);
+        let longest = 0;
+        try {
+            new PerformanceObserver(l => l.getEntries().forEach(
+                e => { longest = Math.max(longest, e.duration); })
+            ).observe({entryTypes: ['longtask']});
+        } catch (e) { longest = -1; }
+        const t0 = performance.now();
+        const frames = () => new Promise(r => requestAnimationFrame(
+            () => requestAnimationFrame(r)));
+        window.Plotly.newPlot(div, fig.data, fig.layout, {displayModeBar: false})
+            .then(frames)
+            .then(() => {
+                const r = div._fullLayout.xaxis.range;
+                const w = (r[1] - r[0]) / 4;
+                return window.Plotly.relayout(div, {'xaxis.range': [r[0] + w, r[1] - w]});
+            })
+            .then(frames)
+            .then(() => {
+                const n = div.data.filter(t => t.type === 'scattergl' && t.mode === 'markers')
+                                  .reduce((a, t) => a + t.x.length, 0);
+                const gl = div.querySelectorAll('.gl-canvas').length;
+                done({n: n, gl: gl, ms: performance.now() - t0, longest: longest});
+            })
+            .catch(e => done({error: String(e)}));
+    """, to_json_plotly(fig))
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "map-10k.png"))
+    (ARTIFACTS / "map-10k.json").write_text(json.dumps(got) + "\n")
+    print("map with 10,000 sensors:", got)
+    browser.execute_script("document.getElementById('map-10k').remove()")
+    assert "error" not in got, got
+    assert got["n"] == 10_000 and got["gl"] >= 1, got
+
+
 def test_no_console_errors_and_no_request_leaves_loopback(browser: Any, served: Served) -> None:
     import json
 

@@ -153,6 +153,10 @@ def test_freshness_from_parts_equals_the_query(store: Store, default_city) -> No
 
     first = check()
     assert all(v[2] > 0 for v in first.values()), first
+    # the span of the data, from the parts' index, is the data's
+    span = store.query("SELECT toUInt32(min(ts)) AS lo, toUInt32(max(ts)) AS hi "
+                       "FROM readings_traffic")
+    assert queries.data_span(store) == (int(span["lo"].iloc[0]), int(span["hi"].iloc[0]))
     newest = max(v[0] for v in first.values())
     table, cols = next(reading_chunks(default_city, start=START, days=0.1, step_s=60))
     n = 50
