@@ -278,10 +278,22 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
                  sorted(f"{t.rsplit('.', 1)[-1]}:{p}" for t, p in now), len(stale), dropped)
 
     async def seek(tp: Any, offset: int) -> None:
-        """Seek a partition; one revoked meanwhile (the consumer thread changes the assignment
-        before the revocation handler runs) is left alone: its events are dropped anyway."""
+        """Seek a partition, in the consumer's own thread.
+
+        Faust runs aiokafka in a thread of its own, and ``Consumer.seek`` calls aiokafka's
+        ``seek`` from the caller's thread: that deletes the partition's buffered records while
+        the consumer thread may be draining them (seen: ``KeyError`` in aiokafka's
+        ``fetched_records``, the worker crashed). So the seek is queued to that thread, and
+        Faust's read offset is then reset as ``Consumer.seek`` does, so the records fetched
+        again are not dropped as already read. A partition revoked meanwhile (the consumer
+        thread changes the assignment before the revocation handler runs) is left alone: its
+        events are dropped anyway.
+        """
+        consumer: Any = app.consumer
         try:
-            await app.consumer.seek(tp, offset)
+            thread = consumer._thread
+            await thread.call_thread(thread._ensure_consumer().seek, tp, offset)
+            consumer._read_offset[tp] = offset if offset else None
         except Exception as exc:  # aiokafka: IllegalStateError (not assigned)
             log.warning("could not seek %s[%d] to %d: %r", tp.topic, tp.partition, offset, exc)
 
