@@ -205,9 +205,12 @@ class SeasonalDetector(PerSensorState):
     def _round(self, s: np.ndarray, t: np.ndarray, x: np.ndarray, slot: np.ndarray) -> np.ndarray:
         # one vectorised step for readings of distinct sensors; (sensor, slot) state is read
         # and written through a flat index (much cheaper than 2-D fancy indexing), per-sensor
-        # state through slices when the round covers a range of sensors; np.where passes are
-        # skipped when their condition is uniform (``select``)
+        # state through slices when the round covers a range of sensors. Masks that are
+        # uniform in a stream (all warm, all started, ...) are decided from the min/max of
+        # the counters and their passes skipped; sub-expressions shared between scoring and
+        # learning are computed once, in the same order of operations (bit-identical).
         m = self.n_metrics
+        mc = self.min_count
         sl = contiguous(s)
         fs = flat_rows(s, m) if sl is None else slice(sl.start * m, sl.stop * m)
         # a range of sensors in one profile slot (the usual round): (sensor, slot) state is
@@ -240,100 +243,160 @@ class SeasonalDetector(PerSensorState):
         dt = np.where(first_seen, 0.0, t - last) if any_first else t - last
         # per-reading factors as (k, m) blocks: an op broadcasting a (k, 1) column runs
         # several times slower than one on equal shapes
-        dtp = expand_cols(np.maximum(dt, 0.0), m)
-        has = ~np.isnan(x)
-        if self.skip:
-            has &= self._active
-        all_has = bool(has.all())
-        started = lcnt > 0
-        pred = select(started, lvl + slope * dtp, x)
-        warm = cnt >= self.min_count
-        all_warm = bool(warm.all())
-        none_warm = not all_warm and not warm.any()
+        dt0 = np.maximum(dt, 0.0)
+        dtp = expand_cols(dt0, m)
+        # counters decide the uniform masks: min/max instead of compare + any/all passes
+        lmin = int(lcnt.min())
+        lmax = int(lcnt.max())
+        cmin = int(cnt.min())
+        cmax = int(cnt.max())
+        has: Any = None  # None: every value present
+        if self.skip or bool(np.isnan(x).any()):
+            has = ~np.isnan(x)
+            if self.skip:
+                has &= self._active
+            all_has = bool(has.all())
+        else:
+            all_has = True
+        all_started = lmin > 0
+        started: Any = None if all_started else lcnt > 0
+        if all_started:
+            pred = lvl + slope * dtp
+        elif lmax == 0:
+            pred = x
+        else:
+            pred = np.where(started, lvl + slope * dtp, x)
+        all_warm = cmin >= mc
+        none_warm = cmax < mc
+        warm: Any = None if all_warm or none_warm else cnt >= mc
+        # (sig, and the same sums in the learning steps below, share their first terms)
+        msig: Any = None
+        sabs_med: Any = None
+        dsig: Any = None
+        sabs_pred: Any = None
         if all_warm:
             base = med
-            sig = MAD_TO_SIGMA * mad
+            msig = MAD_TO_SIGMA * mad
+            sabs_med = self.scale_floor * np.abs(med)
+            sig = msig + (sabs_med + floor_abs)
         elif none_warm:
             base = pred
-            sig = MEANDEV_TO_SIGMA * dev
+            dsig = MEANDEV_TO_SIGMA * dev
+            sabs_pred = self.scale_floor * np.abs(pred)
+            sig = dsig + (sabs_pred + floor_abs)
         else:
             base = np.where(warm, med, pred)
             sig = np.where(warm, MAD_TO_SIGMA * mad, MEANDEV_TO_SIGMA * dev)
-        sig += self.scale_floor * np.abs(base) + floor_abs
-        scorable = warm | (lcnt >= self.min_count)
+            sig += self.scale_floor * np.abs(base) + floor_abs
+        scorable: np.ndarray | None
+        if all_warm or lmin >= mc:
+            scorable = None  # all True (before the missing values)
+        elif none_warm and lmax < mc:
+            scorable = np.zeros(lcnt.shape, dtype=bool)
+        else:
+            scorable = (cnt >= mc if warm is None else warm) | (lcnt >= mc)
         if not all_has:
-            scorable &= has
+            assert has is not None
+            scorable = has.copy() if scorable is None else scorable & has
+        none_scorable = scorable is not None and not bool(scorable.any())
         z = np.minimum(np.maximum((x - base) / sig, -Z_CLIP), Z_CLIP)
         # exponential smoothing of z in event time, then standardisation of the smoothed value
         a1 = smooth_weight(dt, self.smooth_halflife_s)
         if any_first:
             a1[first_seen] = 1.0
-        a = expand_cols(a1, m)
         zs_old = take_rows(self.zs, s, sl)
-        zs_new = select(np.isnan(zs_old), z, zs_old + a * (z - zs_old))
-        zs_new = select(scorable, zs_new, zs_old)
-        a_eff = np.maximum(a1, 1e-6)
-        u = zs_new * expand_cols(np.sqrt((2.0 - a_eff) / a_eff), m)
-        out = select(scorable, u, np.nan)  # calibrated after the max over metrics
-        put_rows(self.zs, fs, zs_new)
+        if none_scorable:
+            zs_new = zs_old
+            out = np.full(zs_old.shape, np.nan)
+        else:
+            a = expand_cols(a1, m)
+            zs_new = select(np.isnan(zs_old), z, zs_old + a * (z - zs_old))
+            if scorable is not None:
+                zs_new = np.where(scorable, zs_new, zs_old)
+            a_eff = np.maximum(a1, 1e-6)
+            u = zs_new * expand_cols(np.sqrt((2.0 - a_eff) / a_eff), m)
+            out = u if scorable is None else np.where(scorable, u, np.nan)
+            put_rows(self.zs, fs, zs_new)
 
         # --- learn: short-term level (Holt, clipped) -----------------------------------
-        eta_l = np.maximum(1.0 / (lcnt + 1.0), expand_cols(smooth_weight(dt, self.level_halflife_s), m))
-        lim = LEVEL_CLIP * (MEANDEV_TO_SIGMA * dev + self.scale_floor * np.abs(pred) + floor_abs)
+        swl = smooth_weight(dt, self.level_halflife_s)
+        if 1.0 / (lmin + 1.0) <= float(swl.min()):
+            # max(1/(lcnt+1), w) is w everywhere: per reading, then as a block
+            eta_l = expand_cols(swl, m)
+            half_eta2 = expand_cols(0.5 * swl * swl, m)
+        else:
+            eta_l = np.maximum(1.0 / (lcnt + 1.0), expand_cols(swl, m))
+            half_eta2 = 0.5 * eta_l * eta_l
+        if dsig is None:
+            dsig = MEANDEV_TO_SIGMA * dev
+            sabs_pred = self.scale_floor * np.abs(pred)
+        lim = LEVEL_CLIP * (dsig + sabs_pred + floor_abs)
         res = x - pred
         rc = np.minimum(np.maximum(res, -lim), lim)
         new_lvl = pred + eta_l * rc
-        trend = lcnt > 1
-        if trend.any():
-            new_slope = select(
-                trend, slope + 0.5 * eta_l * eta_l * rc / np.maximum(dtp, 1.0), 0.0
+        if lmin > 1:
+            new_slope = slope + half_eta2 * rc / expand_cols(np.maximum(dt0, 1.0), m)
+        elif lmax > 1:
+            new_slope = np.where(
+                lcnt > 1, slope + half_eta2 * rc / np.maximum(dtp, 1.0), 0.0
             )
         else:
             new_slope = np.zeros_like(rc)
-        if started.any():
-            new_dev = select(started, dev + eta_l * (np.minimum(np.abs(res), lim) - dev), 0.0)
+        if all_started:
+            new_dev = dev + eta_l * (np.minimum(np.abs(res), lim) - dev)
+        elif lmax > 0:
+            new_dev = np.where(started, dev + eta_l * (np.minimum(np.abs(res), lim) - dev), 0.0)
         else:
             new_dev = np.zeros_like(rc)
 
         # --- learn: stochastic-approximation median and MAD of the slot --------------------
-        first = cnt == 0
-        all_first = bool(first.all())
-        if all_first:
+        if cmax == 0:
             new_med = x
             new_mad = dev * (MEANDEV_TO_SIGMA / MAD_TO_SIGMA)
         else:
-            eta = np.maximum(self.learning_rate, 1.0 / (cnt + 1.0))
-            step = eta * (
-                # (med is NaN only where cnt == 0, and those entries take the `first` branch)
-                MAD_TO_SIGMA * mad + self.scale_floor * np.abs(med) + floor_abs
-            )
+            if 1.0 / (cmin + 1.0) <= self.learning_rate:
+                eta: Any = self.learning_rate  # max(lr, 1/(cnt+1)) is lr everywhere
+            else:
+                eta = np.maximum(self.learning_rate, 1.0 / (cnt + 1.0))
+            if msig is None:
+                msig = MAD_TO_SIGMA * mad
+                sabs_med = self.scale_floor * np.abs(med)
+            # (med is NaN only where cnt == 0, and those entries take the `first` branch)
+            step = eta * (msig + sabs_med + floor_abs)
             r0 = x - med
-            new_med = select(first, x, med + step * np.sign(r0))
-            new_mad = select(
-                first,
-                dev * (MEANDEV_TO_SIGMA / MAD_TO_SIGMA),
-                np.maximum(mad + step * np.sign(np.abs(r0) - mad), 0.0),
-            )
+            new_med = med + step * np.sign(r0)
+            new_mad = np.maximum(mad + step * np.sign(np.abs(r0) - mad), 0.0)
+            if cmin == 0:
+                first = cnt == 0
+                new_med = np.where(first, x, new_med)
+                new_mad = np.where(first, dev * (MEANDEV_TO_SIGMA / MAD_TO_SIGMA), new_mad)
         if not all_has:
             new_lvl = np.where(has, new_lvl, lvl)
             new_slope = np.where(has, new_slope, slope)
             new_dev = np.where(has, new_dev, dev)
             new_med = np.where(has, new_med, med)
             new_mad = np.where(has, new_mad, mad)
+            lcnt_new = lcnt + has
+            cnt_new = cnt + has
+        else:
+            lcnt_new = lcnt + 1
+            cnt_new = cnt + 1
         ix = s if sl is None else sl
         put_rows(self.lvl, fs, new_lvl)
         put_rows(self.slope, fs, new_slope)
         put_rows(self.dev, fs, new_dev)
-        put_rows(self.lcnt, fs, lcnt + has)
+        put_rows(self.lcnt, fs, lcnt_new)
         if blk is not None:
             self._med_t[blk, sl] = new_med
             self._mad_t[blk, sl] = new_mad
-            self._cnt_t[blk, sl] = cnt + has
+            self._cnt_t[blk, sl] = cnt_new
         else:
             put_rows(self._med_t, ff, new_med)
             put_rows(self._mad_t, ff, new_mad)
-            put_rows(self._cnt_t, ff, cnt + has)
+            put_rows(self._cnt_t, ff, cnt_new)
         self.last_ts[ix] = (
-            np.where(any_rows(has), np.fmax(last, t), last) if not all_has else np.fmax(last, t)
+            np.where(any_rows(has), np.fmax(last, t), last)
+            if has is not None and not all_has
+            else np.fmax(last, t)
         )
         return out
