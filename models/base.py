@@ -254,7 +254,7 @@ def sweep_length(a: np.ndarray) -> int | None:
     head = a[:k]
     if k < n and not bool((a.reshape(-1, k) == head).all()):
         return None
-    if k > 1:
+    if k > 1 and contiguous(head) is None:  # (a range is distinct without sorting)
         srt = np.sort(head)
         if not bool((srt[1:] != srt[:-1]).all()):
             return None

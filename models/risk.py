@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from config.domains import DOMAINS
-from models.base import PerSensorState, check_int, check_positive
+from models.base import PerSensorState, check_int, check_positive, sweep_length
 
 COLOURS = ("none", "blue", "yellow", "orange", "red")
 
@@ -95,11 +95,18 @@ class DistrictRisk(PerSensorState):
         ok = ~np.isnan(score)
         if not ok.any():
             return
-        s, t, v = sensor[ok], ts[ok], score[ok]
-        order = np.lexsort((t, s))  # last per sensor = latest event time
-        s, t, v = s[order], t[order], v[order]
-        last = np.append(s[1:] != s[:-1], True)
-        s, t, v = s[last], t[last], v[last]
+        k = sweep_length(sensor) if ok.all() else None
+        t2 = None if k is None else ts.reshape(-1, k)
+        if k is not None and t2 is not None and bool((t2[1:] >= t2[:-1]).all()):
+            # sweeps of the same sensors, each sensor's times non-decreasing: the last sweep
+            # holds every sensor's latest reading (ties: the later one, as the sort below)
+            s, t, v = sensor[-k:], ts[-k:], score[-k:]
+        else:
+            s, t, v = sensor[ok], ts[ok], score[ok]
+            order = np.lexsort((t, s))  # last per sensor = latest event time
+            s, t, v = s[order], t[order], v[order]
+            last = np.append(s[1:] != s[:-1], True)
+            s, t, v = s[last], t[last], v[last]
         newer = ~(self.score_ts[s] > t)
         self.score[s[newer]] = v[newer]
         self.score_ts[s[newer]] = t[newer]

@@ -67,12 +67,15 @@ def _direct_scorer(forest: Any, n_features: int) -> Any:
     except (AttributeError, ImportError, TypeError, ValueError):
         return None
 
+    # per node: path length + average path length of its samples - 1, the same sum
+    # score_samples forms per row (element-wise, so gathering it gives the same values)
+    node_depth = [pl + al - 1.0 for pl, al in zip(paths, avgs, strict=True)]
+
     def score(x: np.ndarray) -> np.ndarray:
         x32 = np.ascontiguousarray(x, dtype=np.float32)
         depths = np.zeros(x32.shape[0])
-        for tree, pl, al in zip(trees, paths, avgs, strict=True):
-            leaves = tree.apply(x32, check_input=False)
-            depths += pl[leaves] + al[leaves] - 1.0
+        for tree, nd in zip(trees, node_depth, strict=True):
+            depths += nd.take(tree.apply(x32, check_input=False))
         out: np.ndarray = 2 ** (
             -np.divide(depths, denom, out=np.ones_like(depths), where=denom != 0)
         )

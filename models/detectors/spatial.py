@@ -36,6 +36,7 @@ from models.base import (
     occurrence_rounds,
     put_rows,
     select,
+    sweep_length,
     take_rows,
 )
 from models.detectors.calibration import combine_calibrate, smooth_weight
@@ -169,7 +170,7 @@ class SpatialDetector(PerSensorState):
         #: windows closed by the last update (reused as indicator input by the stack)
         self.last_rows: WindowRows = WindowRows.empty(m)
         self.last_late = np.zeros(0, dtype=bool)
-        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def params(self) -> dict[str, Any]:
         return {
@@ -223,31 +224,49 @@ class SpatialDetector(PerSensorState):
                 on_chunk(sl, closed, -math.inf if cu == NO_WINDOW else cu * self.windows.window_s)
             s = batch.sensor[sl]
             x = batch.values[sl]
-            pred, sig, ocnt = self._scoring_state()
-            res = x - pred.take(s, axis=0)
-            sig_s = sig.take(s, axis=0)
-            ocnt_s = ocnt.take(s, axis=0)
-            z = np.minimum(np.maximum(res / sig_s, -Z_CLIP), Z_CLIP)
+            pred, sig, ocnt, clip_sig = self._scoring_state()
+            k = sweep_length(s)
+            c = contiguous(s[:k]) if k is not None else None
+            if c is not None:
+                # sweeps of a range of sensors: the per-sensor state broadcast over the sweeps
+                # (slices and a leading axis) instead of gathered per reading
+                shape = (s.shape[0] // (c.stop - c.start), c.stop - c.start, x.shape[1])
+                res3 = x.reshape(shape) - pred[c]
+                res = res3.reshape(x.shape)
+                z = (res3 / sig[c]).reshape(x.shape)
+                ocnt_c = ocnt[c]
+                ok_n = np.broadcast_to(ocnt_c >= self.min_count, shape).reshape(x.shape)
+                ok_l = np.broadcast_to(ocnt_c > 0, shape).reshape(x.shape)
+                capped = np.minimum(np.abs(res3), clip_sig[c]).reshape(x.shape)
+            else:
+                res = x - pred.take(s, axis=0)
+                z = res / sig.take(s, axis=0)
+                ocnt_s = ocnt.take(s, axis=0)
+                ok_n = ocnt_s >= self.min_count
+                ok_l = ocnt_s > 0
+                capped = np.minimum(np.abs(res), clip_sig.take(s, axis=0))
+            z = np.minimum(np.maximum(z, -Z_CLIP), Z_CLIP)
             valid = ~np.isnan(res)
             if self.skip:
                 valid &= self._active
-            ok = (ocnt_s >= self.min_count) & valid
+            ok = ok_n & valid
             scores[sl] = select(ok, z, np.nan)  # calibrated after the max over metrics
             # the reading-level spread is learned when the next window closes
-            learn = valid & (ocnt_s > 0)
-            w = select(learn, np.minimum(np.abs(res), CLIP * sig_s), 0.0)
+            learn = valid & ok_l
+            w = select(learn, capped, 0.0)
             self._add_rows(s, w, learn)
         self.last_rows = WindowRows.concat(rows, self.n_metrics)
         self.last_late = late
         score, metric = combine_calibrate(scores, self.calibration_scale)
         return DetectorResult(score, metric)
 
-    def _scoring_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per sensor: prediction ``ref + off`` and sigma, which change only when windows
-        close (cached until the next close or restore)."""
+    def _scoring_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per sensor: prediction ``ref + off``, sigma, the offset count and the residual cap
+        ``CLIP * sigma``, which change only when windows close (cached until the next close
+        or restore)."""
         if self._cache is None:
             sig = MEANDEV_TO_SIGMA * self.odev + self.scale_floor * np.abs(self.ref) + self._floor
-            self._cache = (self.ref + self.off, sig, self.ocnt)
+            self._cache = (self.ref + self.off, sig, self.ocnt, CLIP * sig)
         return self._cache
 
     def _add_rows(self, s: np.ndarray, w: np.ndarray, learn: np.ndarray) -> None:
@@ -266,10 +285,13 @@ class SpatialDetector(PerSensorState):
     def _learn(self, rows: WindowRows) -> None:
         self._cache = None
         starts = rows.start
-        cuts = np.flatnonzero(np.diff(starts)) + 1
+        # rows come ordered by window: one window when the first and last start agree
+        cut: list[int] = []
+        if starts[0] != starts[-1]:
+            cut = (np.flatnonzero(np.diff(starts)) + 1).tolist()
         m = self.n_metrics
         scratch = np.full((len(self.ids) + 1, m), np.nan)  # last row: the -1 pad (NaN)
-        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(rows)], strict=True):
+        for a, b in zip([0, *cut], [*cut, len(rows)], strict=True):
             s = rows.sensor[a:b]
             x = rows.mean[a:b]
             t = float(starts[a])
