@@ -335,7 +335,7 @@ def _caught_up(admin: Any, group: str, ends: dict[Any, int]) -> bool:
     from kafka.errors import KafkaError
 
     try:
-        done = admin.list_consumer_group_offsets(group)
+        done = admin.list_group_offsets(group).get(group, {})
     except KafkaError:
         return False
     return all(end == 0 or (tp in done and done[tp].offset >= end) for tp, end in ends.items())

@@ -21,11 +21,13 @@ a changelog-backed Faust table.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +145,43 @@ class CityValidator:
         return idx
 
 
+def _forest_counters(det: Any) -> dict[str, Any]:
+    """``IsolationDetector._shared_state()`` without ``buf`` and ``train`` (the training
+    buffer and forest rows, identical for every gateway of a kind): the same keys and values,
+    without turning thousands of rows into Python lists only to drop them."""
+    nr = det._next_refit
+    return {
+        "buf_n": det._buf_n,
+        "n_fits": det._n_fits,
+        "next_refit": None if np.isnan(nr) else nr,
+        "fed_upto": int(det._fed_upto),
+    }
+
+
+@contextlib.contextmanager
+def _without_forest_buffers(models: CityModels) -> Iterator[None]:
+    """While inside, the kinds' IsolationForest detectors snapshot their shared state without
+    the training buffer and forest rows (see :meth:`Processor.snapshot_gateway`).
+
+    A checkpoint writes every changed gateway; building those lists for each of them and
+    dropping them again was a third of the worker's CPU in a full-speed replay
+    (``BENCH_PIPELINE_PROFILE``). Falls back to the full snapshot if the detector does not have
+    the attributes this relies on (``tests/streams/test_processor.py`` compares both).
+    """
+    dets: list[Any] = [k.isolation for k in models.kinds.values()
+                       if getattr(k, "isolation", None) is not None]
+    patched: list[Any] = []
+    try:
+        for d in dets:
+            if all(hasattr(d, a) for a in ("_buf_n", "_n_fits", "_next_refit", "_fed_upto")):
+                d._shared_state = functools.partial(_forest_counters, d)
+                patched.append(d)
+        yield
+    finally:
+        for d in patched:
+            d.__dict__.pop("_shared_state", None)
+
+
 def _chunks(n: int, size: int) -> Iterable[slice]:
     for i in range(0, n, size):
         yield slice(i, min(i + size, n))
@@ -228,8 +267,12 @@ class Processor:
             "pos": self.positions.get(gateway, {}),
         }
         if self.models is not None:
-            snap = self.models.snapshot(self.models.table.gateway_sensors(gateway))
-            if not shared:
+            sensors = self.models.table.gateway_sensors(gateway)
+            if shared:
+                snap = self.models.snapshot(sensors)
+            else:
+                with _without_forest_buffers(self.models):
+                    snap = self.models.snapshot(sensors)
                 for kind_snap in snap["kinds"].values():
                     iso = kind_snap.get("isolation")
                     if isinstance(iso, dict) and isinstance(iso.get("shared"), dict):

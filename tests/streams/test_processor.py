@@ -91,6 +91,40 @@ def test_state_resumes_exactly_after_a_restart():
     assert c["indicators"] != a["indicators"]
 
 
+def test_snapshot_without_forest_buffers_equals_full_snapshot_minus_them():
+    """``shared=False`` skips building the IsolationForest buffer lists; the snapshot must be the
+    full one with ``buf``/``train`` removed, and the detectors must be left unpatched."""
+    import zlib
+
+    import orjson
+
+    city = load_city(SMALL_CITY)
+    proc = _processor(city)
+    msgs = _messages(traffic_frames(city, steps=60, start=START, seed=3))
+    for i in range(0, len(msgs), 50):
+        proc.process(msgs[i:i + 50])
+    models = proc.models
+    assert models is not None
+    checked = 0
+    for gw in sorted(proc.dirty):
+        light = orjson.loads(zlib.decompress(proc.snapshot_gateway(gw, shared=False)))
+        full = orjson.loads(orjson.dumps(
+            models.snapshot(models.table.gateway_sensors(gw)),
+            option=orjson.OPT_SERIALIZE_NUMPY))
+        for kind_snap in full["kinds"].values():
+            iso = kind_snap.get("isolation")
+            if iso is not None:
+                assert "buf" in iso["shared"]  # the full one has them: not patched any more
+                iso["shared"].pop("buf")
+                iso["shared"].pop("train")
+                checked += 1
+        assert light["models"] == full
+    assert checked > 0
+    shared = orjson.loads(zlib.decompress(proc.snapshot_gateway(sorted(proc.dirty)[0])))
+    assert any("buf" in k["isolation"]["shared"]
+               for k in shared["models"]["kinds"].values() if "isolation" in k)
+
+
 def test_redelivered_batch_changes_nothing():
     city = load_city(SMALL_CITY)
     frames = traffic_frames(city, steps=30, start=START, seed=4)
