@@ -76,7 +76,8 @@ class Inserter:
         self.rows: Counter[str] = Counter()
         self.insert_s = 0.0
         self._q: queue.Queue[Rows | None] = queue.Queue(maxsize=max_queued)
-        self._held: dict[str, TableRows] = defaultdict(TableRows)
+        #: per (table, columns): a domain's kinds fill different metric columns of its table
+        self._held: dict[tuple[str, tuple[str, ...]], TableRows] = defaultdict(TableRows)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="backfill-insert", daemon=True)
 
@@ -88,11 +89,11 @@ class Inserter:
                 self._thread.start()
             self._q.put(rows)
 
-    def _insert(self, table: str) -> None:
-        held = self._held[table]
+    def _insert(self, key: tuple[str, tuple[str, ...]]) -> None:
+        held = self._held[key]
         if not held.rows:
             return
-        ((_, cols),) = held.take()
+        ((table, cols),) = held.take()
         t = time.perf_counter()
         self.rows[table] += self.store.insert(table, cols)
         self.insert_s += time.perf_counter() - t
@@ -104,12 +105,13 @@ class Inserter:
                 if rows is None:
                     break
                 for table, cols in rows:
-                    held = self._held[table]
+                    key = (table, tuple(cols))
+                    held = self._held[key]
                     held.add(table, cols)
                     if held.rows >= self.batch_rows:
-                        self._insert(table)
-            for table in list(self._held):
-                self._insert(table)
+                        self._insert(key)
+            for key in list(self._held):
+                self._insert(key)
         except BaseException as exc:  # handed to the producer
             self._error = exc
             while True:  # unblock a producer waiting on a full queue

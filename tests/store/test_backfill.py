@@ -82,3 +82,139 @@ def test_backfill_missing_file(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "citybrain", "backfill", str(tmp_path / "x.cbr")],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "no such recording" in out.stderr
+
+
+# -- the columnar loader against the workers' processor ----------------------------------------
+
+EAGER = {  # as in test_backfill_parallel: anomalies, health changes and alerts in 15 minutes
+    "seasonal": {"min_count": 2},
+    "multivariate": {"fit_after": 16, "refit_every_s": 600.0, "min_sensor_windows": 1,
+                     "score_every": 1},
+    "thresholds": {"traffic": 0.5, "environment": 0.5, "utility": 0.5},
+    "alerts": {"warmup_s": 60.0, "open_after_s": 0.0, "aqi_level": 0.0},
+}
+
+
+def _mutated_batches(path: Path, batch_readings: int) -> list:  # type: ignore[type-arg]
+    """The recording's ticks with what a month of real input holds: frames redelivered,
+    delivered a minute late (within the allowed lateness), beyond the lateness (``late``),
+    two gateways' frames of two whole minutes delivered together and newest first (their
+    windows open an older bucket after a newer one), and invalid frames of every kind
+    (malformed JSON, unknown sensor and gateway, booleans, numeric strings, negative or
+    fractional seq, a timestamp after 2100)."""
+    import orjson
+
+    from citybrain.backfill import Batch
+    from sensors_sim.recording import Recording
+
+    ticks = list(Recording(path).ticks())
+    held: dict[int, list] = {}  # type: ignore[type-arg]
+    gws = {ticks[20].frames[0][1], ticks[20].frames[-1][1]}
+    out = []
+    for i, tick in enumerate(ticks):
+        fr = list(tick.frames)
+        extra = held.pop(i, [])[::-1]
+        if 20 <= i < 28:
+            held.setdefault(29, []).extend(f for f in fr if f[1] in gws)
+            fr = [f for f in fr if f[1] not in gws]
+        if i % 7 == 3 and len(fr) > 10:
+            held.setdefault(i + 4, []).append(fr.pop(5))
+            held.setdefault(i + 30, []).append(fr.pop(7))
+            held.setdefault(i + 2, []).append(fr[3])
+            dom, gw, n, value = fr[0]
+            d = orjson.loads(value)
+            bad = [value[:-5]]
+            for key, first in (("sensor_id", "nope"), ("ts", True), ("seq", -1), ("ts", "1"),
+                               ("seq", 0.5), ("ts", 1e300)):
+                bad.append(orjson.dumps({**d, key: [first, *d[key][1:]]}))
+            bad.append(orjson.dumps({**d, "gateway": "XX"}))
+            k = (i // 7) % len(bad)
+            fr[2:2] = [(dom, gw, n, b) for b in (bad[k:] + bad[:k])[:3]]
+        out.append(extra + fr)
+    batches, frames, n = [], [], 0
+    for k, fr in enumerate(out, start=1):
+        frames += fr
+        n += sum(f[2] for f in fr)
+        if n >= batch_readings:
+            batches.append(Batch(frames, n, k))
+            frames, n = [], 0
+    if frames:
+        batches.append(Batch(frames, n, len(out)))
+    return batches
+
+
+def _canonical(rows: list) -> dict[str, list[tuple[str, ...]]]:  # type: ignore[type-arg]
+    """Rows per table as sorted tuples of reprs; a metric column left out is NULL (NaN)."""
+    import math
+
+    per: dict[str, list[dict[str, object]]] = {}
+    for table, cols in rows:
+        n = len(next(iter(cols.values())))
+        per.setdefault(table, []).extend({c: v[i] for c, v in cols.items()} for i in range(n))
+    out = {}
+    for table, recs in per.items():
+        names = sorted({c for r in recs for c in r})
+
+        def cell(r: dict[str, object], c: str) -> str:
+            v = r.get(c, math.nan)
+            v = v.tolist() if hasattr(v, "tolist") else v  # type: ignore[union-attr]
+            return "NULL" if isinstance(v, float) and math.isnan(v) else repr(v)
+
+        out[table] = sorted(tuple(cell(r, c) for c in names) for r in recs)
+    return out
+
+
+@pytest.mark.parametrize("models", [True, False])
+def test_batch_loader_equals_processor(recording: tuple[Path, int], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch, models: bool) -> None:
+    """The backfill's columnar loader stores exactly what the workers' per-frame path stores
+    (:func:`citybrain.backfill.load_frames`: the processor and the sink's rows): every row of
+    every table, the dead-letter reasons and counts, the readings and the days."""
+    from collections import Counter
+
+    import yaml
+
+    import models.params as params
+    from citybrain.backfill import BatchLoader, load_frames
+    from config.city import load_city
+    from config.settings import load_settings
+    from streams.app import build_processor
+
+    doc = yaml.safe_load(params.DEFAULT_PATH.read_text())
+    for section, values in EAGER.items():
+        doc[section].update(values)
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setattr(params, "DEFAULT_PATH", tmp_path / "models.yaml")
+    settings = load_settings(anomaly_score=0.6, worker_models=models)
+    ref, new = build_processor(settings), build_processor(settings)
+    loader = BatchLoader(settings, load_city(settings.city_file), new)
+    rows_a: list = []  # type: ignore[type-arg]
+    rows_b: list = []  # type: ignore[type-arg]
+    dead_a: Counter[str] = Counter()
+    dead_b: Counter[str] = Counter()
+    n_a = n_b = 0
+    offset = 0
+    for batch in _mutated_batches(recording[0], 10_000):
+        a = load_frames(settings, ref.validator, ref, batch.frames,
+                        lambda d: settings.topic(f"readings.{d}"), offset)
+        offset += len(batch.frames)
+        b = loader.load(batch.frames)
+        assert a.days == b.days
+        rows_a += a.rows
+        rows_b += b.rows
+        dead_a.update(a.dead)
+        dead_b.update(b.dead)
+        n_a += a.readings
+        n_b += b.readings
+    assert n_a == n_b > 0
+    assert dead_a == dead_b
+    assert {"late", "malformed_json", "unknown_sensor", "unknown_gateway", "wrong_type",
+            "bad_timestamp"} <= dead_a.keys()
+    ca, cb = _canonical(rows_a), _canonical(rows_b)
+    assert ca.keys() == cb.keys()
+    expected = {"readings_traffic", "readings_environment", "readings_utility", "indicators"}
+    if models:
+        expected |= {"anomalies", "sensor_health", "district_risk"}
+    assert expected <= ca.keys()
+    for table in ca:
+        assert ca[table] == cb[table], table
