@@ -403,3 +403,79 @@ def test_seasonal_round_equals_select_reference() -> None:
                 assert np.array_equal(a, w, equal_nan=True), (case, step, name)
                 if a.dtype.kind == "f":
                     assert np.array_equal(np.signbit(a), np.signbit(w)), (case, step, name)
+
+
+def test_spatial_sweep_scoring_equals_the_gather_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sweep chunks broadcast the per-sensor state instead of gathering it; forcing the
+    gather path (no sweep recognised) must give the same scores and state, bit for bit."""
+    from models.detectors import spatial
+
+    rng = np.random.default_rng(7)
+    n = 12
+    ids = [f"S{i}" for i in range(n)]
+    nb = np.array([[(i + 1) % n, (i + 2) % n, (i - 1) % n, -1] for i in range(n)])
+    batches = []
+    t = 1000.0
+    for step in range(120):
+        reps = int(rng.integers(1, 4))
+        s = np.tile(np.arange(n) if step % 3 else np.arange(2, n - 3), reps)
+        k = s.shape[0] // reps
+        ts = np.repeat(t + 20.0 * np.arange(reps), k)
+        x = rng.normal(100, 10, (s.shape[0], 3)) * rng.choice([1.0, -1.0], (s.shape[0], 3))
+        x[rng.random(x.shape) < 0.05] = np.nan
+        x[rng.random(x.shape) < 0.02] = -0.0
+        batches.append(Batch(s.astype(np.int64), ts, x))
+        t += 20.0 * reps
+
+    def run() -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+        det = spatial.SpatialDetector(
+            ids, n_metrics=3, neighbours=nb, window_s=60.0, lateness_s=30.0, min_count=2,
+            skip=(2,),
+        )
+        out = []
+        for b in batches:
+            r = det.update(b)
+            out += [r.score, r.metric]
+        return out, {f: getattr(det, f).copy() for f in det._state_arrays}
+
+    fast, fast_state = run()
+    monkeypatch.setattr(spatial, "sweep_length", lambda a: None)
+    slow, slow_state = run()
+    for a, b in zip(fast, slow, strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+    for f, a in fast_state.items():
+        assert np.array_equal(a, slow_state[f], equal_nan=True), f
+
+
+def test_risk_observe_sweep_equals_the_sorted_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``DistrictRisk.observe`` takes the last sweep when times are ordered; the sorted path
+    (forced) must record the same score and time per sensor, ties going to the later one."""
+    from models import risk as risk_mod
+    from models.synthetic import loop_table
+
+    table = loop_table(30, n_districts=3)
+    rng = np.random.default_rng(8)
+    batches = []
+    for step in range(40):
+        reps = int(rng.integers(1, 4))
+        s = np.tile(rng.permutation(30)[: int(rng.integers(1, 31))], reps)
+        k = s.shape[0] // reps
+        gaps = rng.choice([0.0, 10.0], reps)  # equal times across sweeps: ties
+        ts = np.repeat(100.0 * step + np.cumsum(gaps), k)
+        if step % 7 == 0:
+            ts = ts[::-1].copy()  # decreasing: not the sweep shortcut
+        v = rng.random(s.shape[0])
+        v[rng.random(v.shape) < (0.3 if step % 5 == 0 else 0.0)] = np.nan
+        batches.append((s.astype(np.int64), ts, v))
+
+    def run() -> tuple[np.ndarray, np.ndarray]:
+        r = risk_mod.DistrictRisk(table, weights={"traffic": 1.0}, cutoffs={}, top_k=3)
+        for s, ts, v in batches:
+            r.observe(s, ts, v)
+        return r.score.copy(), r.score_ts.copy()
+
+    fast = run()
+    monkeypatch.setattr(risk_mod, "sweep_length", lambda a: None)
+    slow = run()
+    assert np.array_equal(fast[0], slow[0], equal_nan=True)
+    assert np.array_equal(fast[1], slow[1], equal_nan=True)
