@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
 from store.base import Store
@@ -75,9 +76,12 @@ def newest_of_parts(parts: pd.DataFrame) -> dict[str, int]:
     """Per domain, the newest event time (epoch s; 0 if empty) of :func:`readings_parts`."""
     out = {d: 0 for d in ("traffic", "environment", "utility")}
     if len(parts):
-        mx = parts.groupby("domain", sort=False)["max_time"].max()
-        for domain, newest in mx.items():
-            out[str(domain)] = max(out.get(str(domain), 0), int(newest))
+        dom = parts["domain"].to_numpy(dtype=object)
+        mx = parts["max_time"].to_numpy(dtype=np.int64)
+        for d in out:
+            hit = mx[dom == d]
+            if hit.size:
+                out[d] = int(hit.max())
     return out
 
 
@@ -422,15 +426,13 @@ def utility_trend(
 
 
 def readings_trend(store: Store, lo: int, hi: int) -> pd.DataFrame:
-    """Per minute over ``(lo, hi]``: readings received, all domains (``readings``)."""
-    parts = " UNION ALL ".join(
-        f"SELECT toUInt32(ts) AS minute, sum(readings) AS readings "
-        f"FROM rollup_{d}_district_1m WHERE {_range(lo, hi)} GROUP BY minute"
-        for d in ("traffic", "environment", "utility")
-    )
+    """Per minute over ``(lo, hi]``: readings received, all domains (``readings``). One read
+    of the three district rollups through the ``merge()`` table function (their common
+    ``ts`` and ``readings`` columns): about half the cost of a UNION of three queries."""
     return store.query(
-        f"SELECT minute, sum(readings) AS readings FROM ({parts}) GROUP BY minute "
-        f"HAVING readings > 0 ORDER BY minute"
+        f"SELECT toUInt32(ts) AS minute, sum(readings) AS readings "
+        f"FROM merge(currentDatabase(), '^rollup_(traffic|environment|utility)_district_1m$') "
+        f"WHERE {_range(lo, hi)} GROUP BY minute HAVING readings > 0 ORDER BY minute"
     )
 
 
@@ -611,8 +613,6 @@ def indicator_count(store: Store) -> int:
 
 def sql_literal(value: object) -> str:
     """A ClickHouse literal for a str, int, float, numpy datetime64[s] or list of those."""
-    import numpy as np
-
     if isinstance(value, (list, tuple, np.ndarray)) and not isinstance(value, str):
         return "[" + ", ".join(sql_literal(v) for v in value) + "]"
     if isinstance(value, np.datetime64):

@@ -205,3 +205,21 @@ def test_freshness_of_a_part_reads_only_that_part(store: Store, default_city) ->
     if not len(rows):
         pytest.skip("the server keeps no query log")
     assert 0 < int(rows["read_rows"].iloc[-1]) < total / 10
+
+
+def test_readings_trend_sums_the_three_district_rollups(store: Store, default_city) -> None:  # type: ignore[no-untyped-def]
+    """The availability sparkline's readings per minute (one ``merge()`` read) equal the sum
+    of the three district rollups asked one by one."""
+    _load(store, default_city, days=0.05, step_s=60)
+    lo, hi = START - 1, START + 3000
+    got = queries.readings_trend(store, lo, hi)
+    want: dict[int, int] = {}
+    for d in DOMAINS:
+        df = store.query(f"SELECT toUInt32(ts) AS minute, sum(readings) AS r FROM "
+                         f"rollup_{d}_district_1m WHERE ts > toDateTime({lo}) AND ts <= "
+                         f"toDateTime({hi}) GROUP BY minute")
+        for m, r in zip(df["minute"].astype(int), df["r"].astype(int), strict=True):
+            want[m] = want.get(m, 0) + r
+    assert len(got) == len(want) > 10
+    assert dict(zip(got["minute"].astype(int), got["readings"].astype(int), strict=True)) == want
+    assert (np.diff(got["minute"].to_numpy(dtype=np.int64)) > 0).all()
