@@ -36,7 +36,7 @@ def test_health_flags() -> None:
     assert (f[42:46] & STUCK).all() and not (f[:40] & STUCK).any()
     assert f[50] & OUT_OF_RANGE
     # duplicate (same seq) and out of order (older ts)
-    f = h.update(Batch.of([0, 0], [59 * 30.0, 10.0], x[:2], seq=[59, 70]))
+    f = h.update(Batch.of([0, 0], [59 * 30.0, 57 * 30.0], x[:2], seq=[59, 70]))
     assert f[0] & DUPLICATE and f[1] & OUT_OF_ORDER
     # dropout: B never reported -> not flagged; A silent for long -> flagged
     assert h.dropouts(59 * 30.0 + 1000).tolist() == [True, False]
