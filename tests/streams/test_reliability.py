@@ -118,8 +118,6 @@ def _check_exact(store, frames, expected, kafka=None) -> None:
     assert worst < 1e-9, f"indicator differs from the reference by {worst}"
 
 
-@pytest.mark.xfail(strict=False, reason="known defect (issue 5): three causes fixed, but a "
-                   "fresh-clone run at 8b6a8cf still failed it once; see docs/streams.md")
 def test_worker_sigkill_mid_stream_resumes_with_its_state(kafka_bootstrap, server_store, unique,
                                                            spawn):
     city = load_city(SMALL_CITY)
@@ -196,9 +194,6 @@ def test_kafka_broker_restart_mid_stream(server_store, unique, spawn, tmp_path):
         print(f"{time.monotonic() - t0:.1f}s: done")
 
 
-@pytest.mark.xfail(strict=False, reason="known defect (issue 5): in 2 of the last 3 runs whole "
-                   "early windows of 1-4 gateways were missing after the rebalance when the "
-                   "second worker joined; see docs/streams.md")
 def test_two_workers_one_killed_store_what_one_worker_stores(kafka_bootstrap, server_store,
                                                              unique, spawn):
     """Two workers in one consumer group share the 4 readings partitions; one is SIGKILLed
