@@ -65,6 +65,10 @@ PROFILE_DIR = os.environ.get("BENCH_PIPELINE_PROFILE", "")
 #: (:func:`sensors_sim.publisher.coalesce`, what a full-speed replay sends); 0 = one frame per
 #: gateway and simulator tick (~20 readings)
 COALESCE_S = float(os.environ.get("BENCH_PIPELINE_COALESCE_S", "300"))
+#: extra settings for the e2e/latency worker and sink, e.g. ``CITYBRAIN_STATE_SNAPSHOT_S=30``
+#: (comma-separated ``NAME=value``; reported in the e2e line as ``settings``)
+SETTINGS = dict(kv.split("=", 1) for kv in os.environ.get("BENCH_PIPELINE_SETTINGS", "").split(",")
+                if "=" in kv)
 
 
 def _log(msg: str) -> None:
@@ -274,6 +278,7 @@ class _Pipeline:
             "CITYBRAIN_STORE": "clickhouse",
             "CITYBRAIN_CLICKHOUSE_URL": f"clickhouse://{host}:{port}/{self.prefix}",
             "CITYBRAIN_WORKER_DATA_DIR": str(log_dir / f"{self.prefix}-data"),
+            **SETTINGS,
         }
         cb = [sys.executable, "-m", "citybrain"]
         self.procs = [_Proc(f"{self.prefix}-worker", [*cb, "worker"], env, log_dir),
@@ -400,7 +405,7 @@ def _e2e(log_dir: Path, msgs: list[tuple[str, bytes, bytes]], total: int, timeou
         extra = {"produce_s": round(produced_s, 2), "seconds": round(elapsed, 2),
                  "readings_visible_s": round(readings_s, 2),
                  "worker_caught_up_s": round(worker_s, 2),
-                 "coalesce_s": COALESCE_S,
+                 "coalesce_s": COALESCE_S, "settings": SETTINGS,
                  "cpu_s_per_million": cpu, "derived_rows": pipe.derived()}
         ok = True
         return total / elapsed, extra, pipe.prefix
