@@ -753,13 +753,16 @@ def _set_tick_state(processor: Processor, state: dict[str, Any]) -> None:
 
 
 def _worker(batches: Connection, results: Connection, settings: Settings, kinds: list[str],
-            batch_rows: int, direct: bool, models: bool, parent_ends: list[Connection]) -> None:
+            batch_rows: int, direct: bool, models: bool, parent_ends: list[Connection],
+            fresh: Processor | None = None) -> None:
     """One worker process: its share of each batch in, tick state (and, unless ``direct``,
     rows) out. ``direct``: the worker inserts its rows itself (a ClickHouse server takes
     inserts from many clients; chDB is bound to one process) and reports the row counts at the
     end. Without ``models``: readings only (no processor, no tick state). ``parent_ends``: the
     coordinator's pipe ends this fork inherited, closed at once so that the worker sees EOF
-    (and exits) if the coordinator dies."""
+    (and exits) if the coordinator dies. ``fresh``: a processor no batch has touched yet, the
+    coordinator's as this fork inherited it (building one costs seconds: the sensors'
+    neighbour lists); None builds one."""
     for c in parent_ends:
         c.close()
     from config.city import load_city
@@ -768,7 +771,7 @@ def _worker(batches: Connection, results: Connection, settings: Settings, kinds:
     store = None
     inserter: Inserter | None = None
     try:
-        processor = build_processor(settings) if models else None
+        processor = (fresh if fresh is not None else build_processor(settings)) if models else None
         loader = BatchLoader(settings, load_city(settings.city_file), processor)
         if processor is not None:
             processor.tick_s = NO_TICK_S
@@ -854,7 +857,8 @@ def run_parallel(
         result_r, result_w = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_worker,
                         args=(batch_r, result_w, settings, grp, inserter.batch_rows, direct,
-                              models, [*to_worker, *from_worker, batch_w, result_r]),
+                              models, [*to_worker, *from_worker, batch_w, result_r],
+                              coordinator if ctx.get_start_method() == "fork" else None),
                         daemon=True, name=f"backfill-{'+'.join(grp)}")
         p.start()
         batch_r.close()
