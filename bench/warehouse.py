@@ -8,8 +8,8 @@ backfill``'s engine loads the recording into a fresh database on the local Click
 :mod:`bench._services`). The city is the default one (its 5,000 sensors, gateways, roads and
 districts) with every reporting interval multiplied by ``RATE_DIVISOR`` (10: a loop reports
 every 5 minutes instead of 30 s), so the month holds about 42 M readings instead of ~417 M: a
-full-rate month takes about half an hour to record and, at the measured backfill rate, hours to
-load on this 2-core machine (``docs/analysts.md``, "Speed"). The backfill stores readings only
+full-rate month takes about half an hour to record and, with models, about an hour of two free
+cores to load (``docs/analysts.md``, "Loading history" and "Speed"). The backfill stores readings only
 (``--no-models``: the question reads the raw and rollup tables; derived outputs would multiply
 the load time) unless ``models=True``.
 

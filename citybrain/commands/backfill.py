@@ -7,7 +7,9 @@ recording's frames in order without Kafka; the recording's labels go to ``ground
 end the rollups of the loaded days whose counts disagree are made exact
 (:func:`store.rollups.repair`), since a recording may hold duplicate frames.
 
-The engine is :mod:`citybrain.backfill`: inserts run in a background thread, and with models the
+The engine is :mod:`citybrain.backfill`: each model batch is decoded, validated and windowed as
+whole numpy columns (:class:`citybrain.backfill.BatchLoader`, the same rows as the workers'
+per-frame path), inserts run in a background thread, and with models the
 sensor kinds are split over worker processes (``--workers``, default 2 on a multi-core machine
 with models) while this process runs the city-wide ticks; the stored rows are the same as with
 ``--workers 1``.
