@@ -182,7 +182,23 @@ class KindModels:
         # physically impossible values are flagged by health and kept out of the detectors
         # (as missing): they would drag the baselines and scales for long after the fault
         h = self.health
-        oor = (values < h.lo) | (values > h.hi)
+        # the range limits as (rows, m) blocks (a broadcast (m,) row is several times slower)
+        n = values.shape[0]
+        lim = self.__dict__.get("_limits")
+        if lim is None or lim[0].shape[0] < n or not np.array_equal(lim[2], h.lo) or not (
+            np.array_equal(lim[3], h.hi)
+        ):
+            rows = max(n, 1024)
+            lim = self.__dict__["_limits"] = (
+                np.tile(h.lo, (rows, 1)),
+                np.tile(h.hi, (rows, 1)),
+                h.lo.copy(),
+                h.hi.copy(),
+            )
+        if values.ndim == 2 and values.shape[1] == lim[0].shape[1]:
+            oor = (values < lim[0][:n]) | (values > lim[1][:n])
+        else:
+            oor = (values < h.lo) | (values > h.hi)
         det = Batch(sensor_local, ts, np.where(oor, np.nan, values), seq) if oor.any() else batch
         seas = self.seasonal.update(det)
         mv = np.full(len(batch), np.nan)

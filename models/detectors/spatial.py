@@ -32,6 +32,7 @@ from models.base import (
     check_positive,
     check_range,
     contiguous,
+    expand_cols,
     flat_rows,
     occurrence_rounds,
     put_rows,
@@ -290,7 +291,11 @@ class SpatialDetector(PerSensorState):
         if starts[0] != starts[-1]:
             cut = (np.flatnonzero(np.diff(starts)) + 1).tolist()
         m = self.n_metrics
-        scratch = np.full((len(self.ids) + 1, m), np.nan)  # last row: the -1 pad (NaN)
+        # neighbour means by sensor, NaN where absent (last row: the -1 pad); kept between
+        # calls, every row written below is set back to NaN
+        scratch = self.__dict__.get("_scratch")
+        if scratch is None:
+            scratch = self.__dict__["_scratch"] = np.full((len(self.ids) + 1, m), np.nan)
         for a, b in zip([0, *cut], [*cut, len(rows)], strict=True):
             s = rows.sensor[a:b]
             x = rows.mean[a:b]
@@ -324,16 +329,18 @@ class SpatialDetector(PerSensorState):
             zd = np.minimum(np.maximum(z, -DRIFT_CLIP), DRIFT_CLIP)
             dts_prev = take_rows(self.drift_ts, s, c)
             dts = np.where(np.isnan(dts_prev), 0.0, t - dts_prev)
-            wd = smooth_weight(dts, self.drift_halflife_s)[:, None]
+            # (the per-sensor weight as a (rows, m) block: a broadcast column is slow)
+            wd = expand_cols(smooth_weight(dts, self.drift_halflife_s), m)
             put_rows(self.drift, fs, select(ok & warm, drift + wd * (zd - drift), drift))
             self.drift_ts[ix] = t
-            eta = np.maximum(self.learning_rate, 1.0 / (cnt + 1.0))
+            inv_n = 1.0 / (cnt + 1.0)
+            eta = np.maximum(self.learning_rate, inv_n)
             lim = CLIP * sig
             rc = np.minimum(np.maximum(res, -lim), lim)
             new_off = select(cnt == 0, d, off + eta * rc)
             rc_n = take_rows(self.rcnt, s, c)
             mean_abs = take_rows(self.rsum, s, c) / np.maximum(rc_n, 1)
-            eta_d = np.maximum(self.learning_rate * 5, 1.0 / (cnt + 1.0))
+            eta_d = np.maximum(self.learning_rate * 5, inv_n)
             put_rows(self.odev, fs, select(rc_n > 0, odev + eta_d * (mean_abs - odev), odev))
             put_rows(self.rsum, fs, np.zeros_like(x))
             put_rows(self.rcnt, fs, np.zeros_like(rc_n))
