@@ -11,6 +11,7 @@ the last minutes. See docs/dashboard.md, "How a refresh works, and what it costs
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -371,69 +372,113 @@ class WindowCache:
 
 
 class FreshnessCache:
-    """:func:`queries.freshness` from the parts: a part of a readings table never changes
-    (an insert or a merge makes a new one), so each active part's newest event time, newest
-    arrival and readings per minute (from the first minute :func:`queries.freshness` can ever
-    ask of it, given the part's own newest event time) are asked for once and kept while the
-    part is active. A live refresh then reads the parts inserted since the last one, not the
-    day's ``ts`` column of a table ordered by sensor. Same answer as the plain query, except
-    for a refresh racing a merge (the merged part is seen at the next refresh)."""
+    """:func:`queries.freshness` from the parts of the readings tables, without reading what
+    was read before.
+
+    A part never changes: an insert makes a new one, a merge replaces parts by one holding
+    their rows. So each part's newest event time, newest arrival and readings per minute (from
+    the first minute freshness can ever ask of it) are kept under its partition and block
+    range; a merged part whose block range is tiled by kept ranges of its partition is the
+    sum of them (nothing read), a part whose newest event time is before the window holds
+    nothing for it (nothing read), and only the remaining parts (new inserts, merges of parts
+    never kept) are read, ``_part IN (...)``. A live refresh then reads the sink's newest
+    parts (a few hundred rows), not the day's ``ts`` column of a table ordered by sensor.
+
+    Same answer as the plain query, up to ``n`` counting a duplicate that a
+    ReplacingMergeTree merge removed (it only tells whether there are readings), and except
+    for a refresh racing a merge, which sees the merged part at the next refresh.
+    """
 
     def __init__(self) -> None:
-        # (domain, part) -> (minute, newest, arrived, n) arrays, minutes ascending
-        self._items: dict[tuple[str, str], tuple[np.ndarray, ...]] = {}
+        # (domain, partition) -> {(min_block, max_block): (lo, minute, newest, arrived, n)}:
+        # the part's rows in the minutes from ``lo`` on
+        self._items: dict[tuple[str, str], dict[tuple[int, int], tuple]] = {}
         self._lock = threading.Lock()
+        self.read_parts = 0  # parts read so far (tests, profiling)
 
     def get(self, store: Store, parts: pd.DataFrame) -> pd.DataFrame:
         newest = queries.newest_of_parts(parts)
-        dom = parts["domain"].to_numpy(dtype=object).astype(str)
-        name = parts["part"].to_numpy(dtype=object).astype(str)
-        mx = parts["max_time"].to_numpy(dtype=np.int64)
         lo_of = {d: queries.fresh_from(v) for d, v in newest.items()}
-        wanted = [(d, p, int(m)) for d, p, m in zip(dom, name, mx, strict=True)
-                  if m >= lo_of.get(d, 0)]
+        empty = np.zeros(0, dtype=np.int64)
+        rows = list(zip(parts["domain"].astype(str).tolist(), parts["part"].astype(str).tolist(),
+                        parts["partition_id"].astype(str).tolist(),
+                        parts["min_block"].to_numpy(dtype=np.int64).tolist(),
+                        parts["max_block"].to_numpy(dtype=np.int64).tolist(),
+                        parts["max_time"].to_numpy(dtype=np.int64).tolist(), strict=True))
+        found: dict[tuple[str, str, int, int], tuple] = {}
+        ask: dict[str, dict[str, int]] = {}
+        where: dict[tuple[str, str], tuple[str, int, int]] = {}
         with self._lock:
-            missing = [(d, p, m) for d, p, m in wanted if (d, p) not in self._items]
-        if missing:
-            ask: dict[str, dict[str, int]] = {}
-            for d, p, m in missing:
-                ask.setdefault(d, {})[p] = queries.fresh_from(m)
+            for d, name, pid, b0, b1, mx in rows:
+                lo = lo_of.get(d, 0)
+                kept = self._items.setdefault((d, pid), {})
+                hit = kept.get((b0, b1))
+                if hit is not None and hit[0] <= lo:
+                    found[(d, pid, b0, b1)] = hit
+                elif mx < lo:  # nothing in the window, now or later
+                    found[(d, pid, b0, b1)] = (lo, empty, empty, empty, empty)
+                else:
+                    tiled = _tile(kept, b0, b1, lo)
+                    if tiled is not None:
+                        found[(d, pid, b0, b1)] = tiled
+                    else:
+                        ask.setdefault(d, {})[name] = queries.fresh_from(mx)
+                        where[(d, name)] = (pid, b0, b1)
+        if ask:
             df = queries.freshness_of_parts(store, ask)
-            got: dict[tuple[str, str], tuple[np.ndarray, ...]] = {}
+            self.read_parts += len(where)
+            got: dict[tuple[str, str], list[np.ndarray]] = {}
             if len(df):
-                df = df.sort_values(["domain", "part", "minute"], kind="stable")
-                key = df["domain"].astype(str) + "\0" + df["part"].astype(str)
+                key = (df["domain"].astype(str) + "\0" + df["part"].astype(str)).to_numpy(
+                    dtype=object)
                 cols = [df[c].to_numpy(dtype=np.int64)
                         for c in ("minute", "newest", "arrived", "n")]
-                k = key.to_numpy(dtype=object)
-                starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-                ends = np.r_[starts[1:], len(k)]
-                for i, j in zip(starts, ends, strict=True):
-                    d, p = str(k[i]).split("\0", 1)
-                    got[(d, p)] = tuple(c[i:j] for c in cols)
-            # a part that returned nothing was merged away meanwhile: not kept
-            with self._lock:
-                self._items.update(got)
-        active = set(zip(dom.tolist(), name.tolist(), strict=True))
-        rows = {d: [0, 0, 0] for d in newest}
-        with self._lock:
-            for gone in [key for key in self._items if key not in active]:
-                del self._items[gone]
-            hits = [(d, self._items.get((d, p))) for d, p, _ in wanted]
-        for d, hit in hits:
-            if hit is None:
-                continue
-            minute, nw, arr, n = hit
-            keep = minute >= lo_of[d]
+                order = np.argsort(key, kind="stable")
+                key = key[order]
+                cols = [c[order] for c in cols]
+                starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+                ends = np.r_[starts[1:], len(key)]
+                for i, j in zip(starts.tolist(), ends.tolist(), strict=True):
+                    d, name = str(key[i]).split("\0", 1)
+                    got[(d, name)] = [c[i:j] for c in cols]
+            for (d, name), (pid, b0, b1) in where.items():
+                arrays = got.get((d, name))
+                if arrays is None:  # merged away meanwhile: seen at the next refresh
+                    continue
+                found[(d, pid, b0, b1)] = (ask[d][name], *arrays)
+        with self._lock:  # keep what is active now
+            fresh: dict[tuple[str, str], dict[tuple[int, int], tuple]] = {}
+            for (d, pid, b0, b1), v in found.items():
+                fresh.setdefault((d, pid), {})[(b0, b1)] = v
+            self._items = fresh
+        out = {d: [0, 0, 0] for d in newest}
+        for (d, _, _, _), (_, minute, nw, arr, n) in found.items():
+            keep = minute >= lo_of.get(d, 0)
             if keep.any():
-                r = rows[d]
+                r = out.setdefault(d, [0, 0, 0])
                 r[0] = max(r[0], int(nw[keep].max()))
                 r[1] = max(r[1], int(arr[keep].max()))
                 r[2] += int(n[keep].sum())
         return pd.DataFrame({
-            "domain": list(rows), "newest": np.array([r[0] for r in rows.values()], np.uint32),
-            "arrived": np.array([r[1] for r in rows.values()], np.uint32),
-            "n": np.array([r[2] for r in rows.values()], np.uint64)})
+            "domain": list(out), "newest": np.array([r[0] for r in out.values()], np.uint32),
+            "arrived": np.array([r[1] for r in out.values()], np.uint32),
+            "n": np.array([r[2] for r in out.values()], np.uint64)})
+
+
+def _tile(kept: dict[tuple[int, int], tuple], b0: int, b1: int, lo: int) -> tuple | None:
+    """The entry of blocks ``[b0, b1]`` made of kept entries whose ranges tile it exactly
+    (a merge of parts all kept), or ``None``."""
+    inside = sorted(k for k in kept if b0 <= k[0] and k[1] <= b1)
+    if not inside or inside[0][0] != b0 or inside[-1][1] != b1:
+        return None
+    for (_, e), (s, _) in itertools.pairwise(inside):
+        if s != e + 1:
+            return None
+    entries = [kept[k] for k in inside]
+    if any(e[0] > lo for e in entries):
+        return None
+    return (max(e[0] for e in entries),
+            *(np.concatenate([e[i] for e in entries]) for i in range(1, 5)))
 
 
 def congestion_trend(store: Store, geo: Geometry, lo: int, hi: int) -> pd.DataFrame:

@@ -61,11 +61,13 @@ FRESH_WINDOW_S = 600
 
 
 def readings_parts(store: Store) -> pd.DataFrame:
-    """The active parts of the readings tables: ``domain``, ``part`` (name), ``max_time``
+    """The active parts of the readings tables: ``domain``, ``part`` (name),
+    ``partition_id``, ``min_block``/``max_block`` (the insert blocks it holds), ``max_time``
     (newest event time in the part, epoch s) and ``rows``, from ``system.parts``: no data
     read."""
     return store.query(
-        "SELECT replaceOne(table, 'readings_', '') AS domain, name AS part, "
+        "SELECT replaceOne(table, 'readings_', '') AS domain, name AS part, partition_id, "
+        "toInt64(min_block_number) AS min_block, toInt64(max_block_number) AS max_block, "
         "toUInt32(max_time) AS max_time, toUInt64(rows) AS rows FROM system.parts "
         "WHERE database = currentDatabase() AND active AND table IN "
         f"({', '.join(repr(t) for t in READINGS_TABLES)})"

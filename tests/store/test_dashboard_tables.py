@@ -173,12 +173,18 @@ def test_freshness_from_parts_equals_the_query(store: Store, default_city) -> No
     # the newest data arrived at later + 95; the late batch that arrived at later + 400 is
     # older than the window; the one that arrived at later + 300 is inside it
     assert got[domain][0] == newest + 30 and got[domain][1] == later + 300, got
-    kept = len(cache._items)
-    assert kept > 0
+    read = cache.read_parts
+    check()
+    assert cache.read_parts == read  # nothing new: nothing read
     for t in queries.READINGS_TABLES:
         store.command(f"OPTIMIZE TABLE {t} FINAL")
     check()
-    assert len(cache._items) <= kept  # the merged-away parts were dropped
+    # each merged part is the sum of the parts it replaced, all kept: nothing read
+    assert cache.read_parts == read
+    fresh = FreshnessCache()  # a cold cache reads the merged parts
+    parts = queries.readings_parts(store)
+    assert _fresh_frame(fresh.get(store, parts)) == _fresh_frame(cache.get(store, parts))
+    assert 0 < fresh.read_parts <= len(parts)
 
 
 def test_freshness_of_a_part_reads_only_that_part(store: Store, default_city) -> None:  # type: ignore[no-untyped-def]
