@@ -177,3 +177,23 @@ def test_traffic_window_and_ci_trend_from_one_read(server_store: Any) -> None:
                 assert calls == ["sums"]  # one read for both
     finally:
         queries.traffic_minute_sums = real  # type: ignore[assignment]
+
+
+def test_stale_warning_when_nothing_arrived_for_the_threshold(server_store: Any) -> None:
+    """The freshness clock's lag is the wall clock minus the newest arrival (``ingested_at``,
+    not event time); past ``stale_s`` the snapshot is stale (the screen's red bar)."""
+    from config.city import load_city
+    from dashboards.data import Geometry, snapshot
+    from dashboards.seed import seed_store
+    from tests.dashboards.conftest import SEED_START
+
+    city = load_city()
+    geo = Geometry.from_city(city)
+    seed_store(server_store, city, scenario="bad_day", start=SEED_START, duration_s=600)
+    arrived = int(server_store.query(
+        "SELECT toUInt32(max(ingested_at)) AS a FROM readings_traffic")["a"].iloc[0])
+    fresh = snapshot(server_store, geo, now=arrived + 30, stale_s=120)
+    assert fresh.arrived >= arrived and not fresh.stale
+    assert math.isclose(fresh.lag_s, arrived + 30 - fresh.arrived)
+    old = snapshot(server_store, geo, now=fresh.arrived + 121, stale_s=120)
+    assert old.stale and old.lag_s == 121
