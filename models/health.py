@@ -91,7 +91,7 @@ FLAG_NAMES: dict[int, str] = {
 VALUE_FAULTS = OUT_OF_RANGE | STUCK | SPIKE | DRIFT | DROPOUT
 N_BITS = 8
 SEQ_RING = 8
-SPIKE_WARMUP = 10
+SPIKE_WARMUP = 10  # steps learned before the spike check (a running mean until 1/a steps)
 #: metrics never judged for drift (circular or intermittent: no level to drift from)
 DRIFT_SKIP = frozenset({"wind_dir_deg", "rain_mmh"})
 #: metrics whose sensors follow their gateway's median through an affine relation
@@ -495,7 +495,7 @@ class SensorHealth(PerSensorState):
         # that was stuck must not collapse, or every ordinary step after it looks like a spike
         if any_nan:
             absd[nan_d] = 0.0
-        a = 0.05
+        a = np.maximum(0.05, 1.0 / (nstep + 1.0))[:, None]
         lim = self.spike_k * typical
         upd = typical + a * (np.where(big, np.minimum(absd, lim), absd) - typical)
         zero = typical == 0
