@@ -41,7 +41,9 @@ from models.base import (
     check_int,
     check_positive,
     contiguous,
+    expand_cols,
     flat_rows,
+    select,
 )
 from models.detectors.calibration import calibrate
 from models.indicators.rolling import NO_WINDOW, WindowAggregator, WindowRows
@@ -259,8 +261,9 @@ class IsolationDetector(PerSensorState):
             fi = np.mod(w, ring) * n_s + rows.sensor
             self._acc_w_t.reshape(-1)[fi] = w
             c = rows.count.astype(np.float64)
-            mu = np.where(c > 0, rows.mean, 0.0)
-            sd = np.where(c > 0, rows.std, 0.0)
+            some = c > 0  # (usually all: the masked passes are then skipped)
+            mu = select(some, rows.mean, 0.0)
+            sd = select(some, rows.std, 0.0)
             parts = (
                 (self._acc_cnt_t, c),
                 (self._acc_sum_t, mu * c),
@@ -350,7 +353,8 @@ class IsolationDetector(PerSensorState):
             u = (raw - self._cal[0]) / self._cal[1]
             self.last_score[s[due]] = calibrate(np.maximum(u, 0.0), self.calibration_scale)
         # learn the per-sensor normalisation (clipped, so one anomaly does not reset it)
-        a = np.maximum(NORM_ALPHA, 1.0 / (c + 1.0))[:, None]
+        # (the per-sensor rate as a (rows, features) block: a broadcast column is slow)
+        a = expand_cols(np.maximum(NORM_ALPHA, 1.0 / (c + 1.0)), f.shape[1])
         first = np.isnan(mu)
         d = np.where(first, 0.0, f - mu)
         dc = np.clip(d, -3 * sig, 3 * sig)
