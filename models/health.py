@@ -40,7 +40,10 @@ slow average's noise, learned from the window residuals) for ``drift_persist`` w
 and it *rose slowly*: at least ``drift_rise`` windows passed between half that level and the
 level. A step change (a burst, a crash queue, a recalibration) reaches it within a few windows
 and is an incident for the detectors, not a drift. The flag holds while the deviation stays
-above the level. A sensor must have ``DRIFT_WARM`` windows of baseline before it is judged.
+above the level. A sensor must have ``DRIFT_WARM`` windows of baseline before it is judged. When a
+drifting sensor snaps back (reset, recalibrated), the flag decays with the slow average (about
+an hour): the seasonal and spatial baselines had followed the drift and score the snap-back as
+an anomaly for about as long, and the flag keeps that artefact out of the alerts.
 
 A sensor's *quality* is the OR of the value-fault flags (out of range, stuck, spike, drift,
 dropout) it raised within ``hold_s``; a sensor with any of them is not trusted: the stack
@@ -385,9 +388,9 @@ class SensorHealth(PerSensorState):
         e = np.where(okr, np.where(np.isnan(e), r, e + a * (r - e)), e)
         n = self.d_n[s]
         mad = self.d_mad[s]
+        lim = np.maximum(self.drift_rel, self.drift_z * SIGMA_PER_MAD * mad)
         judged = n >= DRIFT_WARM
         d = np.where(judged, e, np.nan)
-        lim = np.maximum(self.drift_rel, self.drift_z * SIGMA_PER_MAD * mad)
         with np.errstate(invalid="ignore"):
             over = np.abs(d) > lim
             half = np.abs(d) > 0.5 * lim
