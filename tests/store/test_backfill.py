@@ -87,6 +87,7 @@ def test_backfill_missing_file(tmp_path: Path) -> None:
 # -- the columnar loader against the workers' processor ----------------------------------------
 
 EAGER = {  # as in test_backfill_parallel: anomalies, health changes and alerts in 15 minutes
+    "health": {"stuck_readings": 3, "spike_k": 3.0, "dropout_intervals": 2.0},
     "seasonal": {"min_count": 2},
     "multivariate": {"fit_after": 16, "refit_every_s": 600.0, "min_sensor_windows": 1,
                      "score_every": 1},

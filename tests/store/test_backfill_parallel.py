@@ -1,9 +1,9 @@
 """``citybrain backfill``: the parallel path (models split by sensor kind over worker processes,
 city-wide ticks in the coordinator) stores exactly the rows of the serial path.
 
-The model parameters are made eager (short warm-up, low thresholds, early forest fits) so that a
-half-hour recording produces every derived output: anomalies, sensor health, district risk and
-alert events; small model batches give many ticks.
+The model parameters are made eager (short warm-up, low thresholds, early forest fits, quick
+health checks) so that a quarter-hour recording produces every derived output: anomalies,
+sensor health, district risk and alert events; small model batches give many ticks.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 EAGER = {
+    "health": {"stuck_readings": 3, "spike_k": 3.0, "dropout_intervals": 2.0},
     "seasonal": {"min_count": 2},
     "multivariate": {"fit_after": 16, "refit_every_s": 600.0, "min_sensor_windows": 1,
                      "score_every": 1},
