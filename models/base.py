@@ -28,6 +28,14 @@ class ModelsError(Exception):
     """Root exception of :mod:`models`; the message names the culprit (sensor, key, value)."""
 
 
+class ParamsChanged(ModelsError):
+    """A snapshot was taken with other parameters than the model now has (a config change).
+
+    Raised by :meth:`PerSensorState.restore` before anything is modified, so the caller can let
+    that one model start cold instead of failing (see :meth:`models.stack.KindModels.restore`).
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Readings of one sensor kind: ``sensor`` (int64 local index), ``ts`` (float64 epoch s),
@@ -357,7 +365,7 @@ class PerSensorState:
         if snap.get("version") != SNAPSHOT_VERSION:
             raise ModelsError(f"{name}: unknown snapshot version {snap.get('version')!r}")
         if snap.get("params") != self.params():
-            raise ModelsError(
+            raise ParamsChanged(
                 f"{name}: snapshot params {snap.get('params')!r} differ from {self.params()!r}"
             )
         idx = self.positions(snap["sensors"])

@@ -20,6 +20,7 @@ events, the quality flag per sensor and city indicators. State: ``snapshot(senso
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from config.domains import KIND_DOMAIN, KINDS
 from models.alerts import AlertManager, Signal, collective
-from models.base import Batch, ModelsError, contiguous, select
+from models.base import Batch, ModelsError, ParamsChanged, contiguous, select
 from models.detectors.isolation import IsolationDetector
 from models.detectors.seasonal import SeasonalDetector
 from models.detectors.spatial import SpatialDetector
@@ -38,6 +39,8 @@ from models.indicators.traffic import congestion_index
 from models.params import ModelParams
 from models.risk import DistrictRisk, RiskResult
 from models.sensors import SensorTable
+
+_log = logging.getLogger(__name__)
 
 #: kind -> alert type (None: scored and shown, never alerted on its own)
 ALERT_TYPE: dict[str, str | None] = {
@@ -239,12 +242,22 @@ class KindModels:
             out["isolation"] = self.isolation.snapshot(sensors)
         return out
 
-    def restore(self, snap: dict[str, Any]) -> None:
-        self.seasonal.restore(snap["seasonal"])
-        self.spatial.restore(snap["spatial"])
-        self.health.restore(snap["health"])
+    def restore(self, snap: dict[str, Any]) -> list[str]:
+        """Restore each model; one whose parameters changed since the snapshot (a config change
+        between a checkpoint and a restart) keeps its current state for these sensors, i.e.
+        starts cold, instead of failing the whole restore. Returns the names of those models."""
+        parts: list[tuple[str, Any]] = [
+            ("seasonal", self.seasonal), ("spatial", self.spatial), ("health", self.health),
+        ]
         if self.isolation is not None and "isolation" in snap:
-            self.isolation.restore(snap["isolation"])
+            parts.append(("isolation", self.isolation))
+        cold = []
+        for name, model in parts:
+            try:
+                model.restore(snap[name])
+            except ParamsChanged:
+                cold.append(f"{self.kind}.{name}")
+        return cold
 
 
 class CityModels:
@@ -547,12 +560,24 @@ class CityModels:
         out["risk"] = self.risk.snapshot(sensors)
         return out
 
-    def restore(self, snap: dict[str, Any]) -> None:
+    def restore(self, snap: dict[str, Any]) -> list[str]:
+        """Restore the state of a snapshot's sensors. Models whose parameters changed since the
+        snapshot start cold for those sensors (logged as a warning); their names are returned."""
+        cold: list[str] = []
         for kind, s in snap["kinds"].items():
             if kind not in self.kinds:
                 raise ModelsError(f"restore: no sensors of kind {kind!r} in this table")
-            self.kinds[kind].restore(s)
-        self.risk.restore(snap["risk"])
+            cold += self.kinds[kind].restore(s)
+        try:
+            self.risk.restore(snap["risk"])
+        except ParamsChanged:
+            cold.append("risk")
+        if cold:
+            _log.warning(
+                "model state of %d sensors was saved with other parameters: %s start cold",
+                len(snap.get("risk", {}).get("sensors", [])), ", ".join(cold),
+            )
+        return cold
 
     def snapshot_alerts(self) -> dict[str, Any]:
         return self.alerts.snapshot()
