@@ -239,6 +239,8 @@ class SensorHealth(PerSensorState):
         self.d_half = np.full((n, c), np.nan)  # window when half the level was passed
         self.d_up = np.full((n, c), np.nan)  # window when the level was passed
         self.d_on = np.zeros(n, dtype=bool)  # drifting now
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._wins = np.zeros(0, dtype=np.int64)  # drift window of each reading of the batch
 
     def params(self) -> dict[str, Any]:
         return {
@@ -269,6 +271,8 @@ class SensorHealth(PerSensorState):
         oor = any_rows((x_all < self._lo_tile[:nr]) | (x_all > self._hi_tile[:nr]))
         flags = oor.astype(np.uint16) * np.uint16(OUT_OF_RANGE)
         closed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending = closed
+        self._wins = np.floor(batch.ts * (1.0 / self.drift_window_s)).astype(np.int64)
         for r in occurrence_rounds(batch.sensor):
             flags[r] |= self._round(batch, r, oor)
             self._drift_round(batch, r, flags, closed)
@@ -296,43 +300,61 @@ class SensorHealth(PerSensorState):
         window closes the open one (its transformed means go to ``closed``)."""
         s = batch.sensor[r]
         x = batch.values[r]
-        w = np.floor(batch.ts[r] / self.drift_window_s).astype(np.int64)
-        cur = self.d_win[s]
+        sl = contiguous(s)  # a round over a range of sensors: slices instead of gathers
+        ix: Rows = s if sl is None else sl
+        w = self._wins[r]
+        cur = take_rows(self.d_win, s, sl)
         new = w > cur
         if new.any():
-            sn = s[new]
-            cnt = self.d_cnt[sn]
-            full = cnt > 0
-            if full.any():
-                sc = sn[full]
-                sums = self.d_sum[sc]
-                k = cnt[full].astype(np.float64)
-                if self._fd:
-                    f, g = sums[:, 0], sums[:, 1]
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        v = np.log((f + 1.0) / (g + 1.0))
-                    v = np.where((f / k >= DRIFT_MIN_FLOW) & (g >= 0), v, np.nan)[:, None]
-                else:
-                    mean = sums / k[:, None]
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        v = np.where(self._log, np.log(mean + self._shift), mean / 10.0)
-                closed.append((sc, cur[new][full], v))
-            self.d_sum[sn] = 0.0
-            self.d_cnt[sn] = 0
-            self.d_win[sn] = w[new]
+            self._drift_close(s[new], cur[new])
+            cur = np.where(new, w, cur)
+            self.d_win[ix] = cur
         # readings that count: the current window, no fault of their own, every value known
-        bad = (flags[r] & (OUT_OF_RANGE | STUCK | SPIKE | DUPLICATE | OUT_OF_ORDER)) != 0
-        use = (w == self.d_win[s]) & ~bad
         if self._fd:
-            fl, sp, oc = (x[:, j] for j in self._fd_cols)
-            add = np.column_stack([fl, sp * oc])
+            c0, c1, c2 = self._fd_cols
+            cols = [x[:, c0], x[:, c1] * x[:, c2]]
+        elif self._chan_cols:
+            cols = [x[:, c] for c in self._chan_cols]
         else:
-            add = x[:, self._chan_cols] if self._chan_cols else np.zeros((len(s), 1))
-        use &= ~any_rows(np.isnan(add))
-        if use.any():
+            return
+        tot = cols[0] if len(cols) == 1 else sum(cols[1:], cols[0])
+        use = w == cur
+        if np.isnan(tot).any():
+            use &= ~np.isnan(tot)
+        fr = flags[r]
+        if fr.any():
+            use &= (fr & (OUT_OF_RANGE | STUCK | SPIKE | DUPLICATE | OUT_OF_ORDER)) == 0
+        if sl is not None and use.all():
+            for j, c in enumerate(cols):
+                self.d_sum[sl, j] += c
+            self.d_cnt[sl] += 1
+        elif use.any():
             su = s[use]
-            self.d_sum[su] += add[use]
+            for j, c in enumerate(cols):
+                self.d_sum[su, j] += c[use]
             self.d_cnt[su] += 1
+
+    def _drift_close(self, sn: np.ndarray, win: np.ndarray) -> None:
+        """Close the open windows of sensors ``sn`` (indices ``win``): their transformed means
+        are judged at the end of the batch."""
+        cnt = self.d_cnt[sn]
+        full = cnt > 0
+        if full.any():
+            sc = sn[full]
+            sums = self.d_sum[sc]
+            k = cnt[full].astype(np.float64)
+            if self._fd:
+                f, g = sums[:, 0], sums[:, 1]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    v = np.log((f + 1.0) / (g + 1.0))
+                v = np.where((f / k >= DRIFT_MIN_FLOW) & (g >= 0), v, np.nan)[:, None]
+            else:
+                mean = sums / k[:, None]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    v = np.where(self._log, np.log(mean + self._shift), mean / 10.0)
+            self._pending.append((sc, win[full], v))
+        self.d_sum[sn] = 0.0
+        self.d_cnt[sn] = 0
 
     def _drift_judge(self, closed: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
         """Judge closed windows: residual against the reference, slow average, baseline,
