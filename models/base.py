@@ -109,7 +109,9 @@ class Detector(Protocol):
 
     def update(self, batch: Batch) -> DetectorResult: ...
 
-    def snapshot(self, sensors: Iterable[str] | None = None) -> dict[str, Any]: ...
+    def snapshot(
+        self, sensors: Iterable[str] | None = None, *, arrays: bool = False
+    ) -> dict[str, Any]: ...
 
     def restore(self, snap: dict[str, Any]) -> None: ...
 
@@ -347,14 +349,23 @@ class PerSensorState:
         except KeyError as exc:
             raise ModelsError(f"{type(self).__name__}: unknown sensor {exc.args[0]!r}") from None
 
-    def snapshot(self, sensors: Iterable[str] | None = None) -> dict[str, Any]:
+    def snapshot(
+        self, sensors: Iterable[str] | None = None, *, arrays: bool = False
+    ) -> dict[str, Any]:
+        """Plain data (lists) that round-trip through JSON. ``arrays=True`` leaves the per-sensor
+        state as numpy arrays (copies) for a caller that serialises them itself (orjson's
+        ``OPT_SERIALIZE_NUMPY`` writes the same JSON ~3x faster than building lists first:
+        the worker's checkpoints); :meth:`restore` accepts either."""
         idx = np.arange(len(self.ids)) if sensors is None else self.positions(sensors)
         return {
             "type": type(self).__name__,
             "version": SNAPSHOT_VERSION,
             "params": self.params(),
             "sensors": [str(s) for s in self.ids[idx]],
-            "state": {name: getattr(self, name)[idx].tolist() for name in self._state_arrays},
+            "state": {
+                name: getattr(self, name)[idx] if arrays else getattr(self, name)[idx].tolist()
+                for name in self._state_arrays
+            },
             "shared": self._shared_state(),
         }
 

@@ -232,14 +232,14 @@ class KindModels:
             both = np.fmax(both, mv)
         return both, seas.score, spat.score, mv, seas.metric, flags, late, rows
 
-    def snapshot(self, sensors: list[str]) -> dict[str, Any]:
+    def snapshot(self, sensors: list[str], *, arrays: bool = False) -> dict[str, Any]:
         out = {
-            "seasonal": self.seasonal.snapshot(sensors),
-            "spatial": self.spatial.snapshot(sensors),
-            "health": self.health.snapshot(sensors),
+            "seasonal": self.seasonal.snapshot(sensors, arrays=arrays),
+            "spatial": self.spatial.snapshot(sensors, arrays=arrays),
+            "health": self.health.snapshot(sensors, arrays=arrays),
         }
         if self.isolation is not None:
-            out["isolation"] = self.isolation.snapshot(sensors)
+            out["isolation"] = self.isolation.snapshot(sensors, arrays=arrays)
         return out
 
     def restore(self, snap: dict[str, Any]) -> list[str]:
@@ -548,16 +548,17 @@ class CityModels:
         return out
 
     # --- state -------------------------------------------------------------------------
-    def snapshot(self, sensors: list[str]) -> dict[str, Any]:
-        """Plain-data state of ``sensors`` (e.g. one gateway's), JSON-safe."""
+    def snapshot(self, sensors: list[str], *, arrays: bool = False) -> dict[str, Any]:
+        """Plain-data state of ``sensors`` (e.g. one gateway's), JSON-safe; ``arrays=True``:
+        per-sensor state as numpy arrays for orjson's ``OPT_SERIALIZE_NUMPY`` (same JSON)."""
         idx = self.table.lookup(sensors)
         if (idx < 0).any():
             raise ModelsError(f"snapshot: unknown sensor {sensors[int(np.argmax(idx < 0))]}")
         out: dict[str, Any] = {"version": 1, "kinds": {}}
         for kind in sorted(set(self.table.kind[idx].tolist())):
             ids = [s for s, i in zip(sensors, idx, strict=True) if self.table.kind[i] == kind]
-            out["kinds"][kind] = self.kinds[kind].snapshot(ids)
-        out["risk"] = self.risk.snapshot(sensors)
+            out["kinds"][kind] = self.kinds[kind].snapshot(ids, arrays=arrays)
+        out["risk"] = self.risk.snapshot(sensors, arrays=arrays)
         return out
 
     def restore(self, snap: dict[str, Any]) -> list[str]:

@@ -269,10 +269,10 @@ class Processor:
         if self.models is not None:
             sensors = self.models.table.gateway_sensors(gateway)
             if shared:
-                snap = self.models.snapshot(sensors)
+                snap = self.models.snapshot(sensors, arrays=True)
             else:
                 with _without_forest_buffers(self.models):
-                    snap = self.models.snapshot(sensors)
+                    snap = self.models.snapshot(sensors, arrays=True)
                 for kind_snap in snap["kinds"].values():
                     iso = kind_snap.get("isolation")
                     if isinstance(iso, dict) and isinstance(iso.get("shared"), dict):

@@ -176,9 +176,9 @@ class IsolationDetector(PerSensorState):
         }
 
     # --- shared state: windows, buffer, forest (as its training rows) ------------------
-    def snapshot(self, sensors: Any = None) -> dict[str, Any]:
-        snap = super().snapshot(sensors)
-        snap["shared"]["windows"] = self.windows.snapshot(sensors)
+    def snapshot(self, sensors: Any = None, *, arrays: bool = False) -> dict[str, Any]:
+        snap = super().snapshot(sensors, arrays=arrays)
+        snap["shared"]["windows"] = self.windows.snapshot(sensors, arrays=arrays)
         return snap
 
     def _shared_state(self) -> dict[str, Any]:

@@ -187,9 +187,9 @@ class SpatialDetector(PerSensorState):
             "skip": list(self.skip),
         }
 
-    def snapshot(self, sensors: Any = None) -> dict[str, Any]:
-        snap = super().snapshot(sensors)
-        snap["shared"]["windows"] = self.windows.snapshot(sensors)
+    def snapshot(self, sensors: Any = None, *, arrays: bool = False) -> dict[str, Any]:
+        snap = super().snapshot(sensors, arrays=arrays)
+        snap["shared"]["windows"] = self.windows.snapshot(sensors, arrays=arrays)
         return snap
 
     def restore(self, snap: dict[str, Any]) -> None:

@@ -74,3 +74,21 @@ def test_params_changed_is_raised_before_any_state_changes() -> None:
         b.restore(snap)
     for k, v in before.items():
         assert np.array_equal(getattr(b, k), v, equal_nan=True)
+
+
+def test_array_snapshot_writes_the_same_json_as_the_plain_one() -> None:
+    """The worker's checkpoints use ``arrays=True`` (no Python lists built); the JSON must be
+    byte-identical to the plain-data snapshot, NaN included, and restore the same state."""
+    table = loop_table(40, per_gateway=10)
+    params = load_params()
+    a = _fed(params, table, list(loop_stream(table, start=86400.0 * 3, duration_s=3600.0, seed=7)))
+    sensors = table.gateway_sensors(sorted(set(table.gateway))[1])
+    plain = a.snapshot(sensors)
+    arrays = a.snapshot(sensors, arrays=True)
+    assert any(isinstance(v, np.ndarray)
+               for v in arrays["kinds"]["loop"]["seasonal"]["state"].values())
+    opt = orjson.OPT_SERIALIZE_NUMPY
+    assert orjson.dumps(arrays, option=opt) == orjson.dumps(plain, option=opt)
+    b = CityModels(table, params, seed=1, multivariate=False)
+    b.restore(orjson.loads(orjson.dumps(arrays, option=opt)))
+    assert orjson.dumps(b.snapshot(sensors)) == orjson.dumps(plain)
