@@ -103,6 +103,8 @@ DRIFT_MIN_FLOW = 150.0  # veh/h: loop windows below this are too noisy for the f
 DRIFT_WARM = 36  # windows of baseline (3 h at 5 min) before a sensor is judged
 SIGMA_PER_MAD = 0.3  # noise of the slow average per mean |window residual| (30 min over 5 min)
 FD_METRICS = ("flow_vph", "speed_kmh", "occupancy_pct")
+#: longest quality hold after a long fault (see :meth:`SensorHealth.quality`)
+HOLD_MAX_S = 3600.0
 
 
 def flag_names(flags: int) -> list[str]:
@@ -123,6 +125,7 @@ class SensorHealth(PerSensorState):
         "seqs",
         "seq_n",
         "flag_ts",
+        "flag_t0",
         "_prev_oor",
         "d_sum",
         "d_cnt",
@@ -206,6 +209,7 @@ class SensorHealth(PerSensorState):
         self.seqs = np.full((n, SEQ_RING), -1, dtype=np.int64)
         self.seq_n = np.zeros(n, dtype=np.int64)
         self.flag_ts = np.full((n, N_BITS), np.nan)  # last event time each flag fired
+        self.flag_t0 = np.full((n, N_BITS), np.nan)  # ... and when that episode began
         self._prev_oor = np.zeros(n, dtype=bool)  # the last reading was out of range
         # drift: channels (columns) judged per sensor; loops: one, the fundamental diagram
         self._fd = all(k in self.metrics for k in FD_METRICS)
@@ -286,8 +290,21 @@ class SensorHealth(PerSensorState):
         for b in range(N_BITS):
             hit = (flags & (1 << b)) != 0
             if hit.any():
-                np.fmax.at(self.flag_ts[:, b], batch.sensor[hit], batch.ts[hit])
+                self._mark(b, batch.sensor[hit], batch.ts[hit])
         return flags
+
+    def _mark(self, b: int, s: np.ndarray, t: np.ndarray) -> None:
+        """Flag ``b`` fired on sensors ``s`` at ``t``: last time, and the start of the episode
+        (a new one after a quiet ``hold_s``)."""
+        last = self.flag_ts[s, b]
+        with np.errstate(invalid="ignore"):
+            new = np.isnan(last) | (t - last > self.hold_s)
+        if new.any():
+            first = np.full(len(self.ids), np.inf)
+            np.fmin.at(first, s[new], t[new])
+            upd = first < np.inf
+            self.flag_t0[upd, b] = first[upd]
+        np.fmax.at(self.flag_ts[:, b], s, t)
 
     def _drift_round(
         self,
@@ -571,12 +588,21 @@ class SensorHealth(PerSensorState):
             alive = watermark - heard[self._gw] <= limit
             hit &= alive | self._gw_solo
         b = DROPOUT.bit_length() - 1
-        self.flag_ts[hit, b] = np.fmax(self.flag_ts[hit, b], watermark)
+        if hit.any():
+            idx = np.flatnonzero(hit)
+            self._mark(b, idx, np.full(idx.shape[0], float(watermark)))
         return hit
 
     def quality(self, now: float) -> np.ndarray:
-        """Per sensor: OR of the flags raised within ``hold_s`` before ``now`` (uint16)."""
-        recent = self.flag_ts >= now - self.hold_s
+        """Per sensor: OR of the flags raised within the hold before ``now`` (uint16). The
+        hold is ``hold_s``, or as long as the fault's episode lasted, up to ``HOLD_MAX_S``: the
+        detectors' short-term levels followed a sensor that was stuck or drifting for an hour,
+        and score its return to normal as an anomaly for about as long (the false alarms of
+        ``bad_day`` seed 2 and ``sensor_fault_storm`` seed 1 opened 670 s after the end of a
+        1-hour stuck period: 600 s of hold, then 60 s above the threshold)."""
+        dur = np.clip(self.flag_ts - self.flag_t0, 0.0, HOLD_MAX_S)
+        hold = np.where(np.isnan(dur), self.hold_s, np.maximum(dur, self.hold_s))
+        recent = self.flag_ts >= now - hold
         out = np.zeros(recent.shape[0], dtype=np.uint16)
         if not recent.any():
             return out

@@ -155,3 +155,22 @@ def test_spike_rules_out_of_range_and_after_a_stuck_run() -> None:
     assert not (f[:180] & SPIKE).any()  # neither the out-of-range return nor post-stuck steps
     assert (f[61:150] & STUCK).any()
     assert f[181] & SPIKE
+
+
+def test_quality_holds_as_long_as_a_long_fault_lasted() -> None:
+    rng = np.random.default_rng(5)
+    n = 400
+    t = np.arange(n) * 30.0
+    x = np.column_stack(
+        [1000 + 20 * rng.standard_normal(n), 50 + rng.standard_normal(n), 10 + rng.random(n)]
+    )
+    x[100:190] = x[99]  # stuck for 45 minutes (ends at t = 5,670 s)
+    x[300, 0] += 2500.0  # a one-reading spike at 9,000 s
+    h = SensorHealth(["A"], metrics=LOOP, interval_s=30.0, hold_s=600.0)
+    h.update(Batch.of(np.zeros(250), t[:250], x[:250], seq=np.arange(250)))
+    end = t[189]
+    assert h.quality(end + 1800.0)[0] & STUCK  # held ~ as long as it lasted
+    assert not h.quality(end + 3000.0)[0] & STUCK
+    h.update(Batch.of(np.zeros(150), t[250:], x[250:], seq=np.arange(250, 400)))
+    assert h.quality(t[301] + 300.0)[0] & SPIKE
+    assert not h.quality(t[301] + 700.0)[0] & SPIKE  # a short fault: hold_s
