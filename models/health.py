@@ -537,7 +537,9 @@ class SensorHealth(PerSensorState):
         # that was stuck must not collapse, or every ordinary step after it looks like a spike
         if any_nan:
             absd[nan_d] = 0.0
-        a = np.maximum(0.05, 1.0 / (nstep + 1.0))[:, None]
+        # a running mean for the first 20 steps, then an exponential one (a scalar when the
+        # whole round is past that: a (rows, 1) column broadcast is slow)
+        a: Any = 0.05 if nstep.min() >= 19 else np.maximum(0.05, 1.0 / (nstep + 1.0))[:, None]
         lim = self.spike_k * typical
         upd = typical + a * (np.where(big, np.minimum(absd, lim), absd) - typical)
         zero = typical == 0
