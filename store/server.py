@@ -72,33 +72,28 @@ class ServerStore:
     _last_ok = 0.0
 
     def _run(self, fn: Any, *args: Any, _retry: bool = False, **kw: Any) -> Any:
+        """``fn`` under the lock; ``_retry``: a read that fails with a network error (a
+        connection that broke while idle) is asked once more on a fresh connection."""
         with self._lock:
             self._trusted = _retry
+            attempts = 2 if _retry else 1
             try:
-                out = fn(*args, **kw)
-                self._last_ok = time.monotonic()
-                return out
-            except ch_errors.ServerException as exc:
-                raise StoreError(_first_line(exc.message)) from None
-            except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as exc:
-                self._client.disconnect()
-                self._last_ok = 0.0
-                if _retry:  # a read on a connection that broke while idle: once more
-                    return self._run_locked_again(fn, *args, **kw)
-                raise StoreUnavailable(f"{self!r}: {exc}") from None
+                for attempt in range(1, attempts + 1):
+                    try:
+                        out = fn(*args, **kw)
+                        self._last_ok = time.monotonic()
+                        return out
+                    except ch_errors.ServerException as exc:
+                        raise StoreError(_first_line(exc.message)) from None
+                    except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError,
+                            EOFError) as exc:
+                        self._client.disconnect()
+                        self._last_ok = 0.0
+                        if attempt == attempts:
+                            raise StoreUnavailable(f"{self!r}: {exc}") from None
+                raise AssertionError("unreachable")
             finally:
                 self._trusted = False
-
-    def _run_locked_again(self, fn: Any, *args: Any, **kw: Any) -> Any:
-        try:
-            out = fn(*args, **kw)
-            self._last_ok = time.monotonic()
-            return out
-        except ch_errors.ServerException as exc:
-            raise StoreError(_first_line(exc.message)) from None
-        except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as exc:
-            self._client.disconnect()
-            raise StoreUnavailable(f"{self!r}: {exc}") from None
 
     def command(self, sql: str) -> None:
         self._run(self._client.execute, sql)

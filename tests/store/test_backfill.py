@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.store.test_backfill_parallel import EAGER  # every derived output in 15 min
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +87,6 @@ def test_backfill_missing_file(tmp_path: Path) -> None:
 
 # -- the columnar loader against the workers' processor ----------------------------------------
 
-EAGER = {  # as in test_backfill_parallel: anomalies, health changes and alerts in 15 minutes
-    "health": {"stuck_readings": 3, "spike_k": 3.0, "dropout_intervals": 2.0},
-    "seasonal": {"min_count": 2},
-    "multivariate": {"fit_after": 16, "refit_every_s": 600.0, "min_sensor_windows": 1,
-                     "score_every": 1},
-    "thresholds": {"traffic": 0.5, "environment": 0.5, "utility": 0.5},
-    "alerts": {"warmup_s": 60.0, "open_after_s": 0.0, "aqi_level": 0.0},
-}
 
 
 def _mutated_batches(path: Path, batch_readings: int) -> list:  # type: ignore[type-arg]

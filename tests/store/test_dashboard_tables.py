@@ -82,6 +82,16 @@ def test_windows_read_the_dash_tables(store: Store, default_city) -> None:  # ty
         pd.testing.assert_frame_equal(g, w, check_dtype=False, rtol=1e-9)
 
 
+def _rows_read(store: Store, marker: str) -> int:
+    """Rows the last finished query containing ``marker`` read (the server's query log)."""
+    store.command("SYSTEM FLUSH LOGS")
+    rows = store.query(f"SELECT read_rows FROM system.query_log WHERE type = 2 AND query LIKE "
+                       f"'%{marker}%' AND query NOT LIKE '%query_log%'")
+    if not len(rows):
+        pytest.skip("the server keeps no query log")
+    return int(rows["read_rows"].iloc[-1])
+
+
 def test_a_window_reads_only_its_minutes(store: Store, default_city) -> None:  # type: ignore[no-untyped-def]
     """Ordered by time first, a 5-minute window of one merged day reads a small part of it."""
     if store.backend != "clickhouse":
@@ -93,12 +103,7 @@ def test_a_window_reads_only_its_minutes(store: Store, default_city) -> None:  #
     store.query(f"SELECT /* {marker} */ sensor_id, sum(readings) AS n FROM "
                 f"dash_traffic_sensor_1m WHERE ts >= toDateTime({START + 43200}) AND ts <= "
                 f"toDateTime({START + 43500}) GROUP BY sensor_id", settings={"log_queries": 1})
-    store.command("SYSTEM FLUSH LOGS")
-    rows = store.query(f"SELECT read_rows FROM system.query_log WHERE type = 2 AND query LIKE "
-                       f"'%{marker}%' AND query NOT LIKE '%query_log%'")
-    if not len(rows):
-        pytest.skip("the server keeps no query log")
-    assert 0 < int(rows["read_rows"].iloc[-1]) < total / 10
+    assert 0 < _rows_read(store, marker) < total / 10
 
 
 def test_migration_fills_dash_tables_from_existing_data(
@@ -205,12 +210,7 @@ def test_freshness_of_a_part_reads_only_that_part(store: Store, default_city) ->
     sql = queries.freshness_of_parts_sql({"traffic": {str(small["part"]): 0}})
     got = store.query(f"SELECT /* {marker} */ * FROM ({sql})", settings={"log_queries": 1})
     assert int(got["n"].sum()) == int(small["rows"]) == 100
-    store.command("SYSTEM FLUSH LOGS")
-    rows = store.query(f"SELECT read_rows FROM system.query_log WHERE type = 2 AND query LIKE "
-                       f"'%{marker}%' AND query NOT LIKE '%query_log%'")
-    if not len(rows):
-        pytest.skip("the server keeps no query log")
-    assert 0 < int(rows["read_rows"].iloc[-1]) < total / 10
+    assert 0 < _rows_read(store, marker) < total / 10
 
 
 def test_readings_trend_sums_the_three_district_rollups(store: Store, default_city) -> None:  # type: ignore[no-untyped-def]
