@@ -107,6 +107,14 @@ def unique() -> str:
     return "t" + uuid.uuid4().hex[:10]
 
 
+@pytest.fixture(scope="session")
+def chdb_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one chDB data directory of this test process: chDB runs one embedded server per
+    process, bound to the first directory it opens, so in-process chDB stores share it and
+    differ by database."""
+    return tmp_path_factory.mktemp("chdb")
+
+
 @pytest.fixture()
 def server_store(clickhouse_hostport: str, unique: str) -> Iterator:
     from store.schema import apply_schema

@@ -71,7 +71,7 @@ def test_login_roles_and_api_access(tmp_path: Path, server_store: Any) -> None:
     assert c.get("/").status_code == 302
 
 
-def test_snapshot_is_the_same_on_clickhouse_server_and_chdb(tmp_path: Path,
+def test_snapshot_is_the_same_on_clickhouse_server_and_chdb(chdb_root: Path, unique: str,
                                                              server_store: Any) -> None:
     """The screen's SQL runs on ClickHouse 18.16 and on chDB 26.x, with equal results."""
     from config.city import load_city
@@ -83,7 +83,7 @@ def test_snapshot_is_the_same_on_clickhouse_server_and_chdb(tmp_path: Path,
 
     city = load_city()
     geo = Geometry.from_city(city)
-    emb = EmbeddedStore(path=tmp_path / "chdb")
+    emb = EmbeddedStore(path=chdb_root, database=unique)
     try:
         apply_schema(emb)
         snaps = []
@@ -100,4 +100,5 @@ def test_snapshot_is_the_same_on_clickhouse_server_and_chdb(tmp_path: Path,
         assert (a.status == b.status).all()
         assert len(a.ci_trend) == len(b.ci_trend) > 0
     finally:
+        emb.command(f"DROP DATABASE IF EXISTS {unique}")
         emb.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -25,11 +24,6 @@ def _server(hostport: str, database: str) -> Store:
 
     host, _, port = hostport.rpartition(":")
     return ServerStore(host=host, port=int(port), database=database)
-
-
-@pytest.fixture(scope="session")
-def chdb_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("chdb")
 
 
 def _open(kind: str, request: pytest.FixtureRequest, database: str) -> Store:
