@@ -61,8 +61,6 @@ def test_backfill_server(recording: tuple[Path, int], clickhouse_hostport: str, 
 
 def test_backfill_cli_chdb(recording: tuple[Path, int], tmp_path: Path) -> None:
     from sensors_sim.recording import Recording
-    from store.embedded import EmbeddedStore
-
     path, n = recording
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
     env.update({"CITYBRAIN_STORE": "chdb", "CITYBRAIN_CHDB_PATH": str(tmp_path / "chdb")})
@@ -70,11 +68,18 @@ def test_backfill_cli_chdb(recording: tuple[Path, int], tmp_path: Path) -> None:
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "ticks" in out.stderr and f"backfilled {n} readings" in out.stderr  # progress, summary
-    s = EmbeddedStore(path=tmp_path / "chdb")
-    try:
-        _check(s, n, len(Recording(path).labels))
-    finally:
-        s.close()
+    # checked in a child process: chDB binds one embedded server per process to the first
+    # directory it opens, and this process may already hold the session's (chdb_root)
+    check = (
+        "import sys; from pathlib import Path; from store.embedded import EmbeddedStore; "
+        "from tests.store.test_backfill import _check; "
+        "s = EmbeddedStore(path=Path(sys.argv[1])); "
+        "_check(s, int(sys.argv[2]), int(sys.argv[3])); s.close(); print('checked')"
+    )
+    out = subprocess.run([sys.executable, "-c", check, str(tmp_path / "chdb"), str(n),
+                          str(len(Recording(path).labels))], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "checked" in out.stdout, out.stderr[-4000:]
 
 
 def test_backfill_missing_file(tmp_path: Path) -> None:
