@@ -9,9 +9,23 @@ sensor, in [0, 1]), the number of anomalous sensors and their ids.
   ``min_sensors`` sensors are anomalous) -- a single noisy reading opens nothing; when
   ``corroborate_sensors`` (> 0) sensors of the key are anomalous at once, the alert opens
   without waiting (independent sensors agreeing are the confirmation the wait stands for).
-* **acknowledged**: by an operator (:meth:`AlertManager.acknowledge`).
+* **acknowledged**: by an operator (:meth:`AlertManager.acknowledge`). An acknowledged alert
+  never escalates again; it still correlates sensors, raises its severity with the signal and
+  auto-resolves on recovery.
 * **escalated**: still unacknowledged ``escalate_after_s`` after opening (or after the last
   escalation) -> severity + 1, up to 3.
+* **resolved by an operator** (:meth:`AlertManager.resolve`): the alert leaves the active set
+  at once (into ``history``) whatever the signal says. If the condition persists, nothing is
+  re-opened directly: the key starts from scratch, so a *new* alert (new id) opens only through
+  the normal rules (``open_after_s`` above the threshold, or corroboration).
+
+Operator actions arrive from outside (the dashboard, through Kafka) and are replayed after a
+restart, so :meth:`AlertManager.apply_action` is idempotent and never raises for an alert that
+is closed or unknown: an action on an alert that is not active yet is kept (bounded, in the
+snapshot) and applied when an alert of that id opens (after a restart the worker may replay the
+action before it has re-processed the readings that open the alert). ``action_positions`` is an
+opaque mapping the caller keeps with the state (the worker: offsets of the actions topic), so a
+restored manager knows which actions it already holds.
 * **resolved**: strength stays below ``threshold * close_ratio`` for ``resolve_after_s``
   (hysteresis: between the two levels the alert neither opens nor resolves, so it does not
   flap).
@@ -35,6 +49,9 @@ OPEN = "open"
 ACKNOWLEDGED = "acknowledged"
 RESOLVED = "resolved"
 MAX_SENSORS = 50
+MAX_DEFERRED = 256  # actions kept for alerts not open (yet)
+ACTIONS = (ACKNOWLEDGED, RESOLVED)
+MAX_HISTORY = 1000  # resolved alerts kept in memory (newest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +151,11 @@ class AlertManager:
         self.corroborate_sensors = check_int("corroborate_sensors", corroborate_sensors, 0)
         self.active: dict[tuple[str, str], Alert] = {}
         self.pending: dict[tuple[str, str], float] = {}  # key -> first time above threshold
-        self.history: list[Alert] = []  # resolved alerts, oldest first (bounded by the caller)
+        self.history: list[Alert] = []  # resolved alerts, oldest first (last MAX_HISTORY)
+        #: alert id -> (action, ts, by): operator actions on alerts not open yet, oldest first
+        self.deferred: dict[str, tuple[str, float, str]] = {}
+        #: where the caller's feed of operator actions stands in this state (opaque, see module)
+        self.action_positions: dict[str, int] = {}
 
     def threshold(self, typ: str) -> float:
         return self.thresholds.get(typ, self.default_threshold)
@@ -191,6 +212,9 @@ class AlertManager:
                         )
                         self.active[key] = a
                         events.append(self._event("opened", a, ts))
+                        if a.id in self.deferred:
+                            action, at, by = self.deferred.pop(a.id)
+                            self._apply(a, action, max(at, ts), by)
                 else:
                     self.pending.pop(key, None)
                 continue
@@ -228,7 +252,7 @@ class AlertManager:
                     a.resolved_at = ts
                     a.updated = ts
                     del self.active[key]
-                    self.history.append(a)
+                    self._archive(a)
                     events.append(self._event("resolved", a, ts))
                     continue
             else:
@@ -238,17 +262,101 @@ class AlertManager:
                 events.append(self._event("updated", a, ts))
         return events
 
-    def acknowledge(self, alert_id: str, ts: float, *, by: str = "operator") -> dict[str, Any]:
+    def _find(self, alert_id: str) -> Alert | None:
         for a in self.active.values():
             if a.id == alert_id:
-                if a.state != OPEN:
-                    raise ModelsError(f"alert {alert_id}: cannot acknowledge, it is {a.state}")
-                a.state = ACKNOWLEDGED
-                a.acknowledged_by = by
-                a.acknowledged_at = ts
-                a.updated = ts
-                return self._event("acknowledged", a, ts)
-        raise ModelsError(f"alert {alert_id}: no such active alert")
+                return a
+        return None
+
+    def _archive(self, a: Alert) -> None:
+        self.history.append(a)
+        if len(self.history) > MAX_HISTORY:
+            del self.history[: len(self.history) - MAX_HISTORY]
+
+    def _apply(self, a: Alert, action: str, ts: float, by: str) -> dict[str, Any] | None:
+        """Apply an operator action to the active alert ``a``; None if it changes nothing."""
+        if action == ACKNOWLEDGED:
+            if a.state != OPEN:
+                return None
+            a.state = ACKNOWLEDGED
+            a.acknowledged_by = by
+            a.acknowledged_at = ts
+            a.updated = ts
+            return self._event("acknowledged", a, ts)
+        # resolved: out of the active set now; the key starts from scratch (no pending time)
+        a.state = RESOLVED
+        a.resolved_at = ts
+        a.updated = ts
+        a.below_since = None
+        del self.active[(a.district, a.type)]
+        self.pending.pop((a.district, a.type), None)
+        self._archive(a)
+        return self._event("resolved", a, ts)
+
+    def acknowledge(
+        self, alert_id: str, ts: float, *, by: str = "operator", strict: bool = True
+    ) -> dict[str, Any] | None:
+        """An operator acknowledges an active alert: it stops escalating. Returns the
+        ``acknowledged`` event. ``strict`` (the default) raises :class:`ModelsError` when the
+        alert is not active or not open; ``strict=False`` returns None instead."""
+        return self._operator(ACKNOWLEDGED, alert_id, ts, by, strict)
+
+    def resolve(
+        self, alert_id: str, ts: float, *, by: str = "operator", strict: bool = True
+    ) -> dict[str, Any] | None:
+        """An operator resolves an active alert (open or acknowledged): it moves to
+        ``history`` at once. If the condition persists, a new alert (new id) opens only
+        through the normal pending/open rules. Returns the ``resolved`` event; with
+        ``strict=False`` None for an alert that is not active instead of raising.
+
+        >>> am = AlertManager(thresholds={"traffic": 0.9}, open_after_s=0)
+        >>> aid = am.update(0.0, {("D1", "traffic"): Signal(0.95)})[0]["alert_id"]
+        >>> am.resolve(aid, 5.0, by="ops")["state"], am.active
+        ('resolved', {})
+        >>> am.resolve(aid, 6.0, strict=False) is None
+        True
+        """
+        return self._operator(RESOLVED, alert_id, ts, by, strict)
+
+    def _operator(
+        self, action: str, alert_id: str, ts: float, by: str, strict: bool
+    ) -> dict[str, Any] | None:
+        a = self._find(alert_id)
+        if a is None:
+            if strict:
+                raise ModelsError(f"alert {alert_id}: no such active alert")
+            return None
+        ev = self._apply(a, action, float(ts), by)
+        if ev is None and strict:
+            raise ModelsError(f"alert {alert_id}: cannot {action[:-1]}, it is {a.state}")
+        return ev
+
+    def apply_action(
+        self, alert_id: str, action: str, ts: float, *, by: str = "operator"
+    ) -> dict[str, Any] | None:
+        """Apply an operator action (``acknowledged`` or ``resolved``) from a replayable feed.
+
+        Never raises for the alert's state: applying the same action twice, acknowledging a
+        resolved alert or resolving a closed one returns None and changes nothing. An action
+        on an id that is neither active nor in ``history`` is deferred (at most
+        ``MAX_DEFERRED``, oldest dropped) and applied when an alert of that id opens. Raises
+        ``ValueError`` only for an action that is not one of the two.
+        """
+        if action not in ACTIONS:
+            raise ValueError(f"action must be acknowledged or resolved, got {action!r}")
+        a = self._find(alert_id)
+        if a is not None:
+            return self._apply(a, action, float(ts), by)
+        if any(h.id == alert_id for h in self.history):
+            return None
+        prev = self.deferred.pop(alert_id, None)
+        # a resolve wins over an acknowledge of the same alert, whatever their order
+        if prev is not None and prev[0] == RESOLVED:
+            action, ts, by = prev
+        self.deferred[alert_id] = (action, float(ts), by)
+        while len(self.deferred) > MAX_DEFERRED:
+            del self.deferred[next(iter(self.deferred))]
+        return None
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -256,6 +364,8 @@ class AlertManager:
             "version": 1,
             "active": [asdict(a) for a in self.active.values()],
             "pending": [[d, t, ts] for (d, t), ts in self.pending.items()],
+            "deferred": [[i, act, ts, by] for i, (act, ts, by) in self.deferred.items()],
+            "action_positions": dict(self.action_positions),
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -266,3 +376,8 @@ class AlertManager:
             a = Alert(**{**d, "sensors": list(d["sensors"])})
             self.active[(a.district, a.type)] = a
         self.pending = {(d, t): float(ts) for d, t, ts in snap["pending"]}
+        # absent from snapshots written before operator actions reached the worker
+        self.deferred = {str(i): (str(act), float(ts), str(by))
+                         for i, act, ts, by in snap.get("deferred", [])}
+        self.action_positions = {str(k): int(v)
+                                 for k, v in snap.get("action_positions", {}).items()}

@@ -121,3 +121,103 @@ def test_collective_needs_many_sensors_a_share_and_contrast_with_the_city() -> N
     # another type (group) does not dilute the contrast
     g2 = np.where(key >= 2, 1, 0)
     assert collective(key, g2, score, 4, **kw).tolist() == [True, False, False, False]
+
+
+def test_no_escalation_after_acknowledge_even_long_after() -> None:
+    am = mgr(open_after_s=0, escalate_after_s=100)
+    aid = am.update(0, hot(0.91))[0]["alert_id"]
+    am.acknowledge(aid, 50, by="ops")
+    events = [e for t in range(60, 5000, 30) for e in am.update(t, hot(0.91, "S1", "S2"))]
+    assert "escalated" not in kinds(events)
+    assert all(e["state"] == "acknowledged" for e in events)
+    assert am.active[K].acknowledged_by == "ops" and am.active[K].severity == 1
+
+
+def test_operator_resolve_closes_and_a_persisting_condition_reopens_only_by_the_rules() -> None:
+    am = mgr(open_after_s=60)
+    am.update(0, hot())
+    aid = am.update(60, hot())[0]["alert_id"]
+    ev = am.resolve(aid, 70, by="ops")
+    assert ev is not None and ev["event"] == "resolved" and ev["state"] == "resolved"
+    assert not am.active and am.history[-1].id == aid and am.history[-1].resolved_at == 70
+    # the condition persists: nothing at once, a new alert after open_after_s again
+    assert am.update(80, hot()) == []
+    assert am.update(120, hot()) == []
+    ev = am.update(140, hot())
+    assert kinds(ev) == ["opened"] and ev[0]["alert_id"] != aid
+    # strict (default) raises for a closed alert; the replay-safe forms do not
+    with pytest.raises(ModelsError):
+        am.resolve(aid, 150)
+    assert am.resolve(aid, 150, strict=False) is None
+    assert am.acknowledge(aid, 150, strict=False) is None
+    assert am.apply_action(aid, "resolved", 150) is None
+    assert am.apply_action(aid, "acknowledged", 150) is None
+    assert len(am.active) == 1 and next(iter(am.active.values())).state == "open"
+
+
+def test_resolve_an_acknowledged_alert() -> None:
+    am = mgr(open_after_s=0)
+    aid = am.update(0, hot())[0]["alert_id"]
+    am.acknowledge(aid, 1)
+    assert am.resolve(aid, 2)["state"] == "resolved"  # type: ignore[index]
+    assert not am.active
+
+
+def test_apply_action_is_idempotent_and_validates() -> None:
+    am = mgr(open_after_s=0, escalate_after_s=100)
+    aid = am.update(0, hot())[0]["alert_id"]
+    first = am.apply_action(aid, "acknowledged", 10, by="ops")
+    assert first is not None and first["event"] == "acknowledged"
+    assert am.apply_action(aid, "acknowledged", 11, by="other") is None  # replayed: no change
+    assert am.active[K].acknowledged_by == "ops" and am.active[K].acknowledged_at == 10
+    with pytest.raises(ValueError, match="action"):
+        am.apply_action(aid, "escalated", 12)
+    assert am.apply_action(aid, "resolved", 20) is not None
+    assert am.apply_action(aid, "resolved", 21) is None
+    assert not am.active and not am.deferred
+
+
+def test_action_before_the_alert_opens_is_deferred_and_survives_a_snapshot() -> None:
+    """After a restart the worker may replay an action before re-processing the readings
+    that open its alert (ids are deterministic: district, type, first time above)."""
+    am = mgr(open_after_s=60, escalate_after_s=100)
+    aid = "D1:traffic:0"
+    assert am.apply_action(aid, "acknowledged", 70, by="ops") is None
+    assert am.apply_action("D9:noise:5", "resolved", 70) is None
+    am.action_positions = {"0": 3, "1": 7}
+    snap = orjson.loads(orjson.dumps(am.snapshot()))
+    other = mgr(open_after_s=60, escalate_after_s=100)
+    other.restore(snap)
+    assert other.action_positions == {"0": 3, "1": 7} and other.deferred == am.deferred
+    other.update(0, hot())
+    ev = other.update(60, hot())
+    assert kinds(ev) == ["opened"] and ev[0]["alert_id"] == aid
+    a = other.active[K]
+    assert a.state == "acknowledged" and a.acknowledged_by == "ops" and a.acknowledged_at == 70
+    assert aid not in other.deferred
+    assert "escalated" not in kinds(other.update(500, hot()))
+
+
+def test_deferred_resolve_wins_and_deferred_is_bounded() -> None:
+    from models.alerts import MAX_DEFERRED
+
+    am = mgr(open_after_s=0)
+    aid = "D1:traffic:0"
+    am.apply_action(aid, "resolved", 5, by="ops")
+    am.apply_action(aid, "acknowledged", 6, by="ops")  # later ack does not undo the resolve
+    assert am.deferred[aid][0] == "resolved"
+    ev = am.update(0, hot())
+    assert kinds(ev) == ["opened"] and not am.active and am.history[-1].id == aid
+    for i in range(MAX_DEFERRED + 10):
+        am.apply_action(f"X:{i}", "acknowledged", float(i))
+    assert len(am.deferred) == MAX_DEFERRED and "X:0" not in am.deferred
+
+
+def test_old_snapshot_without_action_fields_restores() -> None:
+    am = mgr(open_after_s=0)
+    am.update(0, hot())
+    snap = am.snapshot()
+    del snap["deferred"], snap["action_positions"]
+    other = mgr(open_after_s=0)
+    other.restore(snap)
+    assert other.deferred == {} and other.action_positions == {} and K in other.active
