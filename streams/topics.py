@@ -15,7 +15,10 @@ from config.settings import Settings
 
 #: logical topic names (prefixed with settings.topic_prefix)
 READINGS = tuple(f"readings.{d}" for d in DOMAINS)
-DERIVED = ("indicators", "anomalies", "risk", "alerts", "deadletter", "groundtruth")
+#: ``actions``: operator acknowledge/resolve from the dashboard to every worker
+#: (JSON ``{"alert_id", "action", "by", "ts"}``, key the alert id; see streams/actions.py)
+DERIVED = ("indicators", "anomalies", "risk", "alerts", "deadletter", "groundtruth",
+           "actions")
 
 
 def all_topics(settings: Settings) -> list[str]:
