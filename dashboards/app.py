@@ -27,6 +27,7 @@ from config.city import load_city
 from config.domains import KIND_DOMAIN, KINDS
 from config.settings import Settings
 from dashboards import auth, figures
+from dashboards.actions import ActionPublisher, ActionPublishError, failure_text
 from dashboards.data import (
     MAIN_METRIC,
     FreshnessCache,
@@ -481,6 +482,9 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
         raise dash.exceptions.PreventUpdate
 
     # --- acknowledge / resolve ------------------------------------------------------------
+    # every action also goes to the workers' alert state machines (dashboards/actions.py)
+    publisher = ActionPublisher(settings)
+
     @app.callback(
         Output("alert-rev", "data"), Output("action-msg", "children"),
         Input({"type": "ack", "id": ALL}, "n_clicks"),
@@ -496,7 +500,10 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
             return dash.no_update, t("no_permission", lang or "en")
         event = "acknowledged" if trig["type"] == "ack" else "resolved"
         try:
-            record_action(store, str(trig["id"]), event, auth.current_user()[0])
+            record_action(store, str(trig["id"]), event, auth.current_user()[0], publisher)
+        except ActionPublishError as exc:  # the row is written: the screen shows the action
+            cache.clear()
+            return (rev or 0) + 1, failure_text(exc, lang or "en")
         except (StoreError, ValueError) as exc:
             return dash.no_update, f"{t('store_error', lang or 'en')}: {exc}"
         cache.clear()
@@ -702,11 +709,17 @@ def _fault_markers(an: pd.DataFrame, hh: pd.DataFrame, series: pd.DataFrame,
     return m.rename(columns={col: "y"})
 
 
-def record_action(store: Store, alert_id: str, event: str, actor: str) -> None:
-    """Persist an operator's acknowledge/resolve as an ``alert_events`` row.
+def record_action(store: Store, alert_id: str, event: str, actor: str,
+                  publisher: ActionPublisher | None = None) -> int:
+    """Persist an operator's acknowledge/resolve as an ``alert_events`` row, then (with
+    ``publisher``) send it to the workers on the ``actions`` topic. Returns its event time.
 
     Event time: just after the alert's latest event (and at least the newest data), so the
     action is the alert's latest event in event time as well; ``ingested_at`` holds wall time.
+    The row comes first (it is what the screen shows at once); a failed send raises
+    :class:`ActionPublishError` after the row was written (the worker then keeps the alert's
+    old state: the operator is told to retry). The workers record no event of their own for
+    the action (docs/streams.md), so the row is the action's only ``alert_events`` row.
     """
     if event not in ("acknowledged", "resolved"):
         raise ValueError(f"event must be acknowledged or resolved, got {event!r}")
@@ -732,3 +745,6 @@ def record_action(store: Store, alert_id: str, event: str, actor: str) -> None:
         "actor": np.array([actor], dtype=object),
     })
     log.info("alert %s %s by %s", alert_id, event, actor)
+    if publisher is not None:
+        publisher.publish(alert_id, event, actor, ts)
+    return ts

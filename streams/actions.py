@@ -1,0 +1,211 @@
+"""Operator actions (acknowledge, resolve) from the dashboard to every worker's alert state.
+
+The dashboard writes each action twice: an ``alert_events`` row in ClickHouse (the immediate,
+persisted record the screen shows) and a message on the ``actions`` topic (key the alert id,
+value JSON ``{"alert_id", "action": "acknowledged"|"resolved", "by", "ts"}``, ``ts`` in event
+time). Alerts are per worker (each holds the :class:`models.alerts.AlertManager` of the
+partitions it processes), so **every worker reads every action**: :class:`ActionFeed` is a plain
+aiokafka consumer without a group, assigned all partitions of the topic, not a Faust agent
+(a Faust agent's consumer group would split the partitions among the workers).
+
+**Restart safety.** After each applied message the feed stores the next offset of its partition
+in ``AlertManager.action_positions``; that mapping is part of the alert snapshot, which the
+worker checkpoints with the rest of its city state. So the offsets and the alert state they
+describe are one changelog message: a restarted worker restores both and reads the actions
+topic from there, i.e. it replays exactly the actions after its snapshot. Applying an action is
+idempotent (:meth:`AlertManager.apply_action`: a second acknowledge or resolve changes nothing),
+and an action on an alert the restored state has not opened yet is deferred until the
+re-processed readings open it. The feed starts only after the worker restored its city state
+(``ready``), since that restore replaces the alert state.
+
+**No duplicate events.** The worker sends no ``acknowledged``/``resolved`` alert event for an
+operator action: the dashboard's row is the only one. The worker's later events of that alert
+carry the new state (``state = 'acknowledged'``); an operator-resolved alert gets no more
+events, and a recurrence opens a new alert (new id).
+
+Malformed actions (not JSON, unknown action, missing fields) go to the dead-letter topic with
+reason ``bad_action`` and are skipped; nothing crashes the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from config.settings import Settings
+from models.alerts import ACTIONS, AlertManager
+from streams.codecs import encode_deadletter
+
+log = logging.getLogger("citybrain.actions")
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    alert_id: str
+    action: str  # "acknowledged" or "resolved"
+    by: str
+    ts: float  # event time of the action (epoch s)
+
+
+def encode_action(a: Action) -> bytes:
+    return orjson.dumps({"alert_id": a.alert_id, "action": a.action, "by": a.by, "ts": a.ts})
+
+
+def decode_action(raw: bytes | None) -> Action:
+    """Parse an actions-topic message; ``ValueError`` naming what is wrong."""
+    if raw is None:
+        raise ValueError("empty message")
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"expected an object, got {type(d).__name__}")
+    alert_id, action, by, ts = d.get("alert_id"), d.get("action"), d.get("by"), d.get("ts")
+    if not isinstance(alert_id, str) or not alert_id:
+        raise ValueError(f"alert_id must be a non-empty string, got {alert_id!r}")
+    if action not in ACTIONS:
+        raise ValueError(f"action must be acknowledged or resolved, got {action!r}")
+    if not isinstance(by, str):
+        raise ValueError(f"by must be a string, got {by!r}")
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        raise ValueError(f"ts must be a finite number, got {ts!r}")
+    return Action(alert_id, str(action), by, float(ts))
+
+
+DeadLetter = Callable[[bytes | None, bytes], Awaitable[Any]]
+
+
+class ActionFeed:
+    """Reads the actions topic (all partitions, no group) into ``alerts``.
+
+    ``ready()`` says when the worker's alert state is restored (the feed waits for it);
+    ``dead(key, value)`` sends a dead letter. :meth:`run` runs until cancelled.
+    """
+
+    def __init__(
+        self, settings: Settings, alerts: AlertManager, *, ready: Callable[[], bool],
+        dead: DeadLetter | None = None, poll_ms: int = 500, refresh_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.alerts = alerts
+        self.ready = ready
+        self.dead = dead
+        self.topic = settings.topic("actions")
+        self.poll_ms = poll_ms
+        self.refresh_s = refresh_s
+        self.applied = 0  # actions that changed an alert
+        self.seen = 0  # messages read (applied, no-ops, deferred and bad ones)
+        self.bad = 0
+
+    def apply(self, partition: int, offset: int, key: bytes | None,
+              value: bytes | None) -> dict[str, Any] | None:
+        """Apply one message at ``offset`` of ``partition`` and advance the stored position.
+        Returns the alert event the action caused (None: no change, deferred, or bad)."""
+        self.seen += 1
+        self.alerts.action_positions[str(partition)] = offset + 1
+        try:
+            a = decode_action(value)
+        except ValueError as exc:
+            self.bad += 1
+            log.error("bad action at %s[%d]@%d: %s", self.topic, partition, offset, exc)
+            self._dead_letter(partition, offset, key, value, str(exc))
+            return None
+        ev = self.alerts.apply_action(a.alert_id, a.action, a.ts, by=a.by)
+        if ev is not None:
+            self.applied += 1
+            log.info("alert %s %s by %s (operator action %s[%d]@%d)", a.alert_id, a.action,
+                     a.by, self.topic, partition, offset)
+        else:
+            log.info("operator action %s on alert %s by %s changed nothing here (closed, "
+                     "already done, or deferred until it opens)", a.action, a.alert_id, a.by)
+        return ev
+
+    def _dead_letter(self, partition: int, offset: int, key: bytes | None,
+                     value: bytes | None, error: str) -> None:
+        if self.dead is None:
+            return
+        raw = encode_deadletter(raw=value or b"", reason="bad_action", error=error,
+                                topic=self.topic, partition=partition, offset=offset,
+                                at=time.time())
+        task = asyncio.ensure_future(self.dead(key, raw))
+        task.add_done_callback(_log_failure)
+
+    def _consumer(self) -> Any:
+        from aiokafka import AIOKafkaConsumer
+
+        s = self.settings
+        return AIOKafkaConsumer(
+            **s.kafka_common(),
+            ssl_context=s.ssl_context(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id="citybrain-actions",
+        )
+
+    async def _assign(self, consumer: Any, known: set[int]) -> set[int]:
+        """Assign every partition of the topic (again, if partitions were added) and place
+        each at its stored position, or at its beginning."""
+        from aiokafka import TopicPartition
+
+        await consumer.topics()  # refreshes the metadata
+        parts = consumer.partitions_for_topic(self.topic) or set()
+        if not parts or parts == known:
+            return known
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        pos = self.alerts.action_positions
+        for tp in tps:
+            if str(tp.partition) in pos:
+                consumer.seek(tp, pos[str(tp.partition)])
+            else:
+                await consumer.seek_to_beginning(tp)
+        log.info("reading operator actions from %s: %s", self.topic,
+                 ", ".join(f"{tp.partition}@{pos.get(str(tp.partition), 'start')}"
+                           for tp in tps))
+        return set(parts)
+
+    async def run(self) -> None:
+        while not self.ready():
+            await asyncio.sleep(0.2)
+        backoff = 1.0
+        while True:
+            consumer = self._consumer()
+            try:
+                await consumer.start()
+                known: set[int] = set()
+                next_refresh = 0.0
+                backoff = 1.0
+                while True:
+                    if time.monotonic() >= next_refresh:
+                        known = await self._assign(consumer, known)
+                        next_refresh = time.monotonic() + (self.refresh_s if known else 1.0)
+                    if not known:
+                        await asyncio.sleep(self.poll_ms / 1000)
+                        continue
+                    batches = await consumer.getmany(timeout_ms=self.poll_ms)
+                    for tp, msgs in sorted(batches.items(), key=lambda kv: kv[0].partition):
+                        for m in msgs:
+                            self.apply(tp.partition, m.offset, m.key, m.value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker gone, metadata errors: start over from positions
+                log.warning("operator actions consumer failed (%r); retrying in %.0fs",
+                            exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                await consumer.stop()
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("could not send a dead letter of the actions topic: %r", task.exception())
