@@ -262,9 +262,9 @@ class SensorHealth(PerSensorState):
             "drift_rise": self.drift_rise,
         }
 
-    def update(self, batch: Batch, *, drift: np.ndarray | None = None) -> np.ndarray:
-        """Flags per reading (``uint16``). ``drift`` (the spatial detector's per-sensor drift)
-        is accepted for compatibility and not used: see *Drift* in the module docstring."""
+    def update(self, batch: Batch) -> np.ndarray:
+        """Flags per reading (``uint16``); drift is judged on the sensor's own relations, not
+        on the spatial detector's drift: see *Drift* in the module docstring."""
         if batch.values.shape[1] != self.n_metrics:
             raise ModelsError(f"SensorHealth: expected {self.n_metrics} metrics")
         x_all = batch.values

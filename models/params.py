@@ -86,6 +86,11 @@ class HealthParams:
     spike_k: float = 10.0
     drift_halflife_s: float = 1800.0
     drift_z: float = 4.0
+    drift_rel: float = 0.1
+    drift_window_s: float = 300.0
+    drift_baseline_s: float = 21600.0
+    drift_persist: int = 6
+    drift_rise: int = 5
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,11 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "health.spike_k": (0, 10**6, True),
     "health.drift_halflife_s": (0, 10**8, True),
     "health.drift_z": (0, 10**6, True),
+    "health.drift_rel": (0, 10**6, True),
+    "health.drift_window_s": (0, 10**8, True),
+    "health.drift_baseline_s": (0, 10**8, True),
+    "health.drift_persist": (1, 10**6, False),
+    "health.drift_rise": (0, 10**6, False),
     "risk.top_k": (1, 10**6, False),
     "risk.stale_s": (0, 10**8, True),
     "alerts.close_ratio": (0, 1, True),

@@ -164,6 +164,12 @@ class KindModels:
             dropout_intervals=p.health.dropout_intervals,
             spike_k=p.health.spike_k,
             drift_z=p.health.drift_z,
+            drift_rel=p.health.drift_rel,
+            drift_window_s=p.health.drift_window_s,
+            drift_halflife_s=p.health.drift_halflife_s,
+            drift_baseline_s=p.health.drift_baseline_s,
+            drift_persist=p.health.drift_persist,
+            drift_rise=p.health.drift_rise,
             skip_stuck=tuple(self.metrics.index(x) for x in SKIP_STUCK.get(kind, ())),
             gateway=table.gateway[g],
         )
@@ -217,7 +223,7 @@ class KindModels:
             if iso is not None:
                 mv = iso.update(det).score
         late = self.spatial.last_late
-        flags = self.health.update(batch, drift=self.spatial.drift)
+        flags = self.health.update(batch)
         if late.any():
             flags[late] |= LATE
         rows = self.spatial.last_rows
