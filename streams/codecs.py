@@ -9,11 +9,15 @@ Readings frames are in :mod:`models.frame`. Derived messages are columnar JSON t
 from __future__ import annotations
 
 import base64
+import functools
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
+import zstandard
 
 from models.frame import FrameError
 
@@ -171,3 +175,113 @@ def decode_table(raw: bytes) -> tuple[str, dict[str, np.ndarray]]:
         raise FrameError("malformed_derived", f"bad derived message: {exc}") from None
     out["ts"] = np.floor(out["ts"]).astype("datetime64[s]")
     return table, out
+
+
+# --- state snapshots (the worker's changelog records) ---------------------------------------------
+#: A binary snapshot: this magic, then zstd of ``<u32 skeleton length><u32 array count>``, the
+#: skeleton (JSON of the state with every numeric numpy array replaced by
+#: ``{"__nd__": i, "dtype": ..., "shape": [...]}``) and the arrays' raw bytes in order ``i``.
+#: JSON text of the arrays plus zlib were 85 % of a checkpoint's CPU (0.47 CPU-s for the 267
+#: gateways of the default city); raw bytes + zstd level 1 are exact (NaN, -0.0 and every bit
+#: of a float survive; JSON turned NaN into null) and several times cheaper.
+SNAPSHOT_MAGIC = b"CBS2"
+_SNAP_HEAD = struct.Struct("<II")
+_ZSTD_LEVEL = 1
+
+
+@functools.cache
+def _zstd_c() -> Any:
+    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+
+
+@functools.cache
+def _zstd_d() -> Any:
+    return zstandard.ZstdDecompressor()
+
+
+def encode_snapshot(body: dict[str, Any]) -> bytes:
+    """State (plain data with numpy arrays anywhere) -> compact bytes; see :data:`SNAPSHOT_MAGIC`.
+
+    >>> s = decode_snapshot(encode_snapshot({"a": np.array([1.5, np.nan]), "b": [1, None]}))
+    >>> s["a"].tolist()[0], s["b"]
+    (1.5, [1, None])
+    """
+    arrays: list[np.ndarray] = []
+
+    def default(x: Any) -> Any:
+        if isinstance(x, np.ndarray):
+            if x.dtype.kind in "biuf":
+                arrays.append(x)  # tobytes() below writes C order whatever the strides
+                return {"__nd__": len(arrays) - 1, "dtype": x.dtype.str, "shape": x.shape}
+            return x.tolist()
+        if isinstance(x, np.generic):
+            return x.item()
+        raise TypeError(f"cannot serialise {type(x).__name__} in a snapshot")
+
+    skeleton = orjson.dumps(body, default=default)
+    payload = b"".join(
+        [_SNAP_HEAD.pack(len(skeleton), len(arrays)), skeleton,
+         *(a.tobytes() for a in arrays)]
+    )
+    return SNAPSHOT_MAGIC + _zstd_c().compress(payload)
+
+
+def decode_snapshot(blob: bytes) -> dict[str, Any]:
+    """Bytes of :func:`encode_snapshot` -> state (numeric arrays as writeable numpy arrays).
+
+    Snapshots written before the binary format (zlib of JSON, numbers as lists) are still read,
+    so a worker upgraded in place restores its changelog; anything else raises ``ValueError``.
+    """
+    if not blob.startswith(SNAPSHOT_MAGIC):
+        try:
+            old: dict[str, Any] = orjson.loads(zlib.decompress(blob))
+        except (zlib.error, orjson.JSONDecodeError) as exc:
+            raise ValueError(f"not a state snapshot ({len(blob)} bytes): {exc}") from None
+        return old
+    try:
+        payload = _zstd_d().decompress(blob[len(SNAPSHOT_MAGIC):])
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"corrupt state snapshot: {exc}") from None
+    n_skel, n_arr = _SNAP_HEAD.unpack_from(payload)
+    start = _SNAP_HEAD.size
+    body: dict[str, Any] = orjson.loads(payload[start:start + n_skel])
+    markers: dict[int, dict[str, Any]] = {}
+
+    def find(x: Any) -> None:
+        if isinstance(x, dict):
+            if "__nd__" in x:
+                markers[int(x["__nd__"])] = x
+            else:
+                for v in x.values():
+                    find(v)
+        elif isinstance(x, list):
+            for v in x:
+                find(v)
+
+    find(body)
+    if sorted(markers) != list(range(n_arr)):
+        raise ValueError(f"corrupt state snapshot: {len(markers)} array markers, {n_arr} arrays")
+    arrays: list[np.ndarray] = []
+    off = start + n_skel
+    for i in range(n_arr):
+        m = markers[i]
+        dtype = np.dtype(m["dtype"])
+        shape = tuple(int(d) for d in m["shape"])
+        size = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        if off + size > len(payload):
+            raise ValueError("corrupt state snapshot: arrays end early")
+        arrays.append(np.frombuffer(payload, dtype, int(np.prod(shape, dtype=np.int64)),
+                                    off).reshape(shape).copy())
+        off += size
+
+    def put(x: Any) -> Any:
+        if isinstance(x, dict):
+            if "__nd__" in x:
+                return arrays[int(x["__nd__"])]
+            return {k: put(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [put(v) for v in x]
+        return x
+
+    out: dict[str, Any] = put(body)
+    return out

@@ -25,7 +25,6 @@ import contextlib
 import functools
 import re
 import time
-import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,8 +38,10 @@ from config.domains import KIND_DOMAIN, KINDS
 from models.frame import Frame, FrameError, decode, encode
 from streams.codecs import (
     IndicatorBatch,
+    decode_snapshot,
     encode_deadletter,
     encode_indicators,
+    encode_snapshot,
     encode_table,
 )
 from streams.windows import GatewayWindows
@@ -255,7 +256,8 @@ class Processor:
         return w
 
     def snapshot_gateway(self, gateway: str, *, shared: bool = True) -> bytes:
-        """The gateway's windows and model state, compressed JSON.
+        """The gateway's windows and model state (:func:`streams.codecs.encode_snapshot`:
+        numpy arrays as raw bytes, zstd; snapshots of the older zlib-JSON format still restore).
 
         ``shared=False`` leaves out the kind-wide IsolationForest training buffer (identical for
         every gateway of a kind at one moment): a snapshot round writes it with one gateway per
@@ -263,7 +265,7 @@ class Processor:
         """
         body: dict[str, Any] = {
             "v": 1,
-            "windows": self._gateway_windows(gateway).snapshot(),
+            "windows": self._gateway_windows(gateway).snapshot(arrays=True),
             "pos": self.positions.get(gateway, {}),
         }
         if self.models is not None:
@@ -279,10 +281,10 @@ class Processor:
                         iso["shared"].pop("buf", None)
                         iso["shared"].pop("train", None)
             body["models"] = snap
-        return zlib.compress(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), 1)
+        return encode_snapshot(body)
 
     def restore_gateway(self, gateway: str, blob: bytes) -> None:
-        body = orjson.loads(zlib.decompress(blob))
+        body = decode_snapshot(blob)
         self._gateway_windows(gateway).restore(body["windows"])
         self.positions[gateway] = {str(k): int(v) for k, v in body.get("pos", {}).items()}
         if self.models is not None and "models" in body:
@@ -298,7 +300,7 @@ class Processor:
             )
             assert self.reported_quality is not None
             body["quality"] = self.reported_quality
-        return zlib.compress(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), 1)
+        return encode_snapshot(body)
 
     def forget(self, gateways: Iterable[str]) -> None:
         """Drop the in-memory windows of ``gateways`` (their partitions went to another worker):
@@ -309,7 +311,7 @@ class Processor:
             self.dirty.discard(gw)
 
     def restore_city(self, blob: bytes) -> None:
-        body = orjson.loads(zlib.decompress(blob))
+        body = decode_snapshot(blob)
         self.next_tick = body.get("next_tick")
         if self.models is not None and "alerts" in body:
             self.models.restore_alerts(body["alerts"])

@@ -138,12 +138,16 @@ class GatewayWindows:
         return np.concatenate(out_end), np.concatenate(out_idx), np.concatenate(out_mean)
 
     # -- state -----------------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, *, arrays: bool = False) -> dict[str, Any]:
+        """Plain data (lists) that round-trip through JSON; ``arrays=True`` leaves the buckets
+        as numpy arrays (copies) for :func:`streams.codecs.encode_snapshot`, which stores them
+        as raw bytes. :meth:`restore` accepts either."""
+        conv: Any = (lambda a: a.copy()) if arrays else (lambda a: a.tolist())
         return {
             "closed_until": self.closed_until,
             "max_ts": None if not np.isfinite(self.max_ts) else self.max_ts,
             "buckets": {
-                str(b): {"sum": s.tolist(), "count": c.tolist(), "keys": k.tolist()}
+                str(b): {"sum": conv(s), "count": conv(c), "keys": conv(k)}
                 for b, (s, c, k) in self.buckets.items()
             },
         }

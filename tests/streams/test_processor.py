@@ -13,7 +13,13 @@ from models.frame import encode
 from models.params import load_params
 from models.sensors import SensorTable
 from models.stack import CityModels
-from streams.codecs import decode_deadletter, decode_indicators, decode_table
+from streams.codecs import (
+    decode_deadletter,
+    decode_indicators,
+    decode_snapshot,
+    decode_table,
+    encode_snapshot,
+)
 from streams.processor import Message, Processor
 from tests.conftest import SMALL_CITY
 from tests.framegen import traffic_frames
@@ -94,9 +100,10 @@ def test_state_resumes_exactly_after_a_restart():
 def test_snapshot_without_forest_buffers_equals_full_snapshot_minus_them():
     """``shared=False`` skips building the IsolationForest buffer lists; the snapshot must be the
     full one with ``buf``/``train`` removed, and the detectors must be left unpatched."""
-    import zlib
-
     import orjson
+
+    def plain(blob):  # numpy arrays as the JSON lists the full snapshot gives
+        return orjson.loads(orjson.dumps(decode_snapshot(blob), option=orjson.OPT_SERIALIZE_NUMPY))
 
     city = load_city(SMALL_CITY)
     proc = _processor(city)
@@ -107,7 +114,7 @@ def test_snapshot_without_forest_buffers_equals_full_snapshot_minus_them():
     assert models is not None
     checked = 0
     for gw in sorted(proc.dirty):
-        light = orjson.loads(zlib.decompress(proc.snapshot_gateway(gw, shared=False)))
+        light = plain(proc.snapshot_gateway(gw, shared=False))
         full = orjson.loads(orjson.dumps(
             models.snapshot(models.table.gateway_sensors(gw)),
             option=orjson.OPT_SERIALIZE_NUMPY))
@@ -120,7 +127,7 @@ def test_snapshot_without_forest_buffers_equals_full_snapshot_minus_them():
                 checked += 1
         assert light["models"] == full
     assert checked > 0
-    shared = orjson.loads(zlib.decompress(proc.snapshot_gateway(sorted(proc.dirty)[0])))
+    shared = plain(proc.snapshot_gateway(sorted(proc.dirty)[0]))
     assert any("buf" in k["isolation"]["shared"]
                for k in shared["models"]["kinds"].values() if "isolation" in k)
 
@@ -260,3 +267,70 @@ def test_coalesced_replay_gives_the_same_windows_and_readings():
     ia, ib = _collect(a)["indicators"], _collect(b)["indicators"]
     assert len(ia) > 500
     assert ia == ib
+
+
+def test_snapshot_codec_round_trips_every_bit():
+    """Binary snapshots keep NaN (JSON made it null), -0.0, subnormals, int64 extremes, bools
+    and shapes exactly; plain data around the arrays comes back as it went in."""
+    rng = np.random.default_rng(7)
+    f = rng.normal(size=(7, 3))
+    f[0, 0], f[1, 1], f[2, 2], f[3, 0] = np.nan, -0.0, 5e-324, np.inf
+    body = {
+        "v": 1, "none": None, "s": "TR-G001", "pos": {"t:0": 12},
+        "nested": [{"f": f, "i": np.array([np.iinfo(np.int64).min, 0, np.iinfo(np.int64).max])},
+                   np.array([True, False]), np.zeros((0, 4)), np.arange(5, dtype=np.uint16)],
+        "scalar": np.float64(0.1), "count": np.int64(3),
+        "objects": np.array(["a", "b"], dtype=object),
+    }
+    back = decode_snapshot(encode_snapshot(body))
+    assert back["none"] is None and back["s"] == "TR-G001" and back["pos"] == {"t:0": 12}
+    assert back["scalar"] == 0.1 and back["count"] == 3 and back["objects"] == ["a", "b"]
+    got_f = back["nested"][0]["f"]
+    assert got_f.dtype == f.dtype and got_f.shape == f.shape
+    assert got_f.tobytes() == f.tobytes()  # every bit, NaN payload and the sign of zero too
+    got_f[0, 1] = 1.0  # restored arrays are writeable and own their memory
+    assert back["nested"][0]["i"].tolist() == body["nested"][0]["i"].tolist()
+    assert back["nested"][1].dtype == bool and back["nested"][1].tolist() == [True, False]
+    assert back["nested"][2].shape == (0, 4)
+    assert back["nested"][3].dtype == np.uint16 and back["nested"][3].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_snapshot_codec_reads_the_old_format_and_rejects_garbage():
+    import zlib
+
+    import orjson
+    import pytest
+
+    old = zlib.compress(orjson.dumps({"v": 1, "windows": {"sum": [1.0, 2.5]}}), 1)
+    assert decode_snapshot(old) == {"v": 1, "windows": {"sum": [1.0, 2.5]}}
+    for bad in (b"", b"not a snapshot", b"CBS2" + b"\x00" * 10,
+                encode_snapshot({"a": np.ones(10)})[:-5]):
+        with pytest.raises(ValueError):
+            decode_snapshot(bad)
+
+
+def test_processor_restores_a_snapshot_of_the_old_json_format():
+    """A worker upgraded in place restores the zlib-JSON snapshots its predecessor wrote."""
+    import zlib
+
+    import orjson
+
+    city = load_city(SMALL_CITY)
+    msgs = _messages(traffic_frames(city, steps=30, start=START, seed=5))
+    first = _processor(city)
+    for i in range(0, len(msgs), 50):
+        first.process(msgs[i:i + 50])
+    gws = sorted(first.dirty)
+    old_fmt = {gw: zlib.compress(orjson.dumps(decode_snapshot(first.snapshot_gateway(gw)),
+                                              option=orjson.OPT_SERIALIZE_NUMPY), 1)
+               for gw in gws}
+    second = _processor(city)
+    second.restore_hook = old_fmt.get
+    for gw in gws:
+        second._gateway_windows(gw)
+        assert second.windows[gw].closed_until == first.windows[gw].closed_until
+        assert second.positions[gw] == first.positions[gw]
+        a, b = first.windows[gw].buckets, second.windows[gw].buckets
+        assert sorted(a) == sorted(b)
+        for k in a:
+            assert all(np.array_equal(x, y) for x, y in zip(a[k], b[k], strict=True))
