@@ -568,12 +568,10 @@ def _trace(events: list[Any], processor: Processor, before: dict[str, Any], skip
 
 def _describe(blob: bytes) -> str:
     """Where a gateway snapshot stands (for the log): input positions and closed windows."""
-    import zlib
-
-    import orjson
+    from streams.codecs import decode_snapshot
 
     try:
-        body = orjson.loads(zlib.decompress(blob))
+        body = decode_snapshot(blob)
         return f"pos={body.get('pos')} closed_until={body['windows'].get('closed_until')}"
     except Exception as exc:  # a log line must never break the worker
         return f"undecodable ({exc!r})"
