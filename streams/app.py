@@ -60,6 +60,7 @@ log = logging.getLogger("citybrain.worker")
 
 CITY_KEY = b"__city__"
 GAP_GIVE_UP_S = 30.0  # see in_order()
+RESTORE_TIMEOUT_S = 60.0  # see restore_snapshots(); below Faust's broker_request_timeout
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -126,22 +127,27 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         table_standby_replicas=0,
     )
     processor = build_processor(settings)
-    state = app.Table(
-        "state",
-        default=None,
+    # The state's changelog: a compacted topic written and read by this module, not a Faust
+    # table (see the module docstring: Faust's table recovery stalled after rebalances).
+    changelog_name = f"{settings.group_id}-state-changelog"  # the name Faust's table had
+    changelog = app.topic(
+        changelog_name,
         partitions=settings.kafka_partitions,
-        key_type=bytes,
-        value_type=bytes,  # the app's serializers are "raw": bytes in, bytes out
-        use_partitioner=True,
-        help="per-gateway windows and model state; __city__: alerts, tick clock, health",
+        replicas=settings.kafka_replication,
+        compacting=True,
+        internal=True,  # created (compacted) by maybe_declare, never subscribed
+        key_serializer="raw",
+        value_serializer="raw",
     )
+    #: the latest snapshot per key of the changelog partitions read at the last assignment
+    snapshots: dict[bytes, bytes] = {}
 
     def restore_hook(gateway: str) -> bytes | None:
-        blob = state.get(gateway.encode())
+        blob = snapshots.pop(gateway.encode(), None)
         if blob:
             log.info("restoring state of gateway %s (%d bytes): %s", gateway, len(blob),
                      _describe(blob))
-        return blob  # type: ignore[no-any-return]
+        return blob
 
     processor.restore_hook = restore_hook
     readings_names = [settings.topic(t) for t in READINGS]
@@ -159,6 +165,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     ctx: dict[str, Any] = {
         "stream": None, "last_checkpoint": time.monotonic(), "checkpoint_s": 0.0, "city": False,
         "owned": set(),  # (topic, partition) assigned to this worker
+        "generation": 0,
+        "city_read": False,  # the __city__ record was looked up in the changelog  # assignments seen (start_positions drops a restore of an older one)
     }
     offsets: dict[tuple[str, int], int] = {}
     last_seen: dict[tuple[str, int], int] = {}  # per partition, the last offset processed
@@ -173,28 +181,25 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         the table's partition count: the partition ``use_partitioner=True`` would pick."""
         return (murmur2(key) & 0x7FFFFFFF) % settings.kafka_partitions
 
-    def put_state(key: bytes, value: bytes) -> Any:
-        """``state[key] = value``, returning the changelog message's delivery future.
+    async def put_state(key: bytes, value: bytes) -> Any:
+        """Send one snapshot to the changelog, returning its delivery future (awaited before any
+        event is acked).
 
-        ``Table.__setitem__`` hands the changelog message to Faust's producer buffer
-        (``send_soon``) and drops the future; ``Producer.flush()``, which Faust awaits before
-        committing offsets, does not drain that buffer (``ProducerBuffer.flush`` only acts
-        above 100 queued messages, and then only down to 100). So offsets could be committed
-        while the state that includes them was still queued in memory: after a SIGKILL the
-        restarted worker restored an older state than its committed offsets (readings lost from
-        its windows, re-emitted windows that differ). Here the future is kept and awaited before
-        any event is acked.
+        A Faust table's ``__setitem__`` queued the message in Faust's ``ProducerBuffer`` and
+        dropped the future, and the ``Producer.flush()`` Faust awaits before committing offsets
+        does not drain that buffer: offsets could be committed while the state that includes
+        them was still in memory (a SIGKILLed worker's successor restored an older state than
+        its committed offsets). Sending through the topic and keeping the future closes that.
 
-        The partition is computed here (``changelog_partition``) rather than by Faust's eager
-        partitioning: that asks aiokafka's metadata synchronously and crashed the worker with
-        ``TypeError: 'NoneType' object is not iterable`` when its first checkpoint (e.g. on the
-        first revocation, seconds after start) came before the producer had ever loaded the
-        changelog topic's metadata. An explicit partition is sent through the producer's
-        ``send``, which waits for the metadata.
+        The partition is computed here (``changelog_partition``): Faust's eager partitioning
+        asks aiokafka's metadata synchronously and crashed the worker with ``TypeError:
+        'NoneType' object is not iterable`` when its first checkpoint came before the producer
+        had loaded the changelog's metadata; an explicit partition waits for the metadata.
+        ``force=True``: never attach the message to the current event (Faust would send it only
+        when that event is acked, and the checkpoint acks only after delivery).
         """
-        fut = state.send_changelog(changelog_partition(key), key, value)
-        state.data[key] = value  # the local copy, as __setitem__ would (without sending again)
-        return fut
+        return await changelog.send(key=key, value=value, partition=changelog_partition(key),
+                                    force=True)
 
     async def checkpoint() -> None:
         """Wait until Kafka holds every output sent so far, then write the changed gateways'
@@ -216,11 +221,11 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         futs = []
         for gw in dirty:
             kind = processor.city.gateway_index[gw].kind
-            futs.append(put_state(gw.encode(),
-                                  processor.snapshot_gateway(gw, shared=kind not in kinds_done)))
+            futs.append(await put_state(
+                gw.encode(), processor.snapshot_gateway(gw, shared=kind not in kinds_done)))
             kinds_done.add(kind)
         if dirty:
-            futs.append(put_state(CITY_KEY, processor.snapshot_city()))
+            futs.append(await put_state(CITY_KEY, processor.snapshot_city()))
         processor.dirty.clear()
         ctx["checkpoint_s"] = time.perf_counter() - t_build  # building the snapshots (CPU)
         events, pending[:] = list(pending), []
@@ -263,8 +268,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         """Keep in memory only the gateways of partitions this worker owned before the
         rebalance and still owns. The others are forgotten (and their un-acked events dropped,
         never acked): a partition that moved away is the new owner's, and one that is new here
-        (or came back after another worker had it) must be restored from the table, which its
-        last owner may have moved on. A gateway is restored the first time it is seen again."""
+        (or came back after another worker had it) must be restored from the changelog, which
+        its last owner may have moved on (``start_positions`` reads it before the partition's
+        first event is taken). A gateway is restored the first time it is seen again."""
         assigned = args[0] if args else kwargs.get("assigned", ())
         now = {(tp.topic, tp.partition) for tp in assigned}
         install_start_positions()
@@ -290,6 +296,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             dropped = len(pending) - len(kept)
             pending[:] = kept
             ctx["owned"] = now
+            ctx["generation"] += 1  # a restore still running for the old assignment is void
+            numbers = {p for t, p in now if t in readings_topics}
+            for blob_key in [k for k in snapshots if changelog_partition(k) not in numbers]:
+                del snapshots[blob_key]  # read again if the partition comes back
         rebalanced.set()
         log.info("partitions assigned: %s; forgot %d gateways, dropped %d un-acked events",
                  sorted(f"{t.rsplit('.', 1)[-1]}:{p}" for t, p in now), len(stale), dropped)
@@ -331,6 +341,53 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         consumer.seek_to_committed = seek_to_committed_or_beginning
         consumer._citybrain_start_positions = True  # type: ignore[attr-defined]
 
+    restore_lock = asyncio.Lock()
+
+    async def restore_snapshots(partitions: set[int]) -> bool:
+        """Read the latest snapshot of every key in the given changelog partitions into
+        ``snapshots`` (and the ``__city__`` record, once, from wherever it lives). Retries for
+        ``RESTORE_TIMEOUT_S``, then stops the worker (a worker must not go on cold while its
+        state exists). Returns False if a rebalance made the read void."""
+        generation = ctx["generation"]
+        wanted = set(partitions)
+        city_p = changelog_partition(CITY_KEY)
+        if not ctx["city"] and not ctx["city_read"]:
+            wanted.add(city_p)
+        deadline = time.monotonic() + RESTORE_TIMEOUT_S
+        t0 = time.perf_counter()
+        while True:
+            try:
+                await changelog.maybe_declare()
+                got = await read_changelog(settings, changelog_name, wanted, deadline)
+                break
+            except Exception as exc:
+                if ctx["generation"] != generation:
+                    return False
+                if time.monotonic() > deadline:
+                    log.error("could not read the state changelog for %.0f s; stopping",
+                              RESTORE_TIMEOUT_S)
+                    await app.crash(exc)
+                    raise
+                log.warning("reading the state changelog failed (%r); retrying", exc)
+                await asyncio.sleep(1.0)
+        if ctx["generation"] != generation:
+            return False
+        for blob_key in [k for k in snapshots if changelog_partition(k) in partitions]:
+            del snapshots[blob_key]
+        n = 0
+        for p, records in got.items():
+            for key, value in records.items():
+                if p in partitions:
+                    snapshots[key] = value
+                    n += 1
+                elif key == CITY_KEY:
+                    snapshots[key] = value
+        ctx["city_read"] = True
+        log.info("read %d snapshots (%d bytes) of changelog partitions %s in %.2fs",
+                 n, sum(len(v) for v in snapshots.values()), sorted(wanted),
+                 time.perf_counter() - t0)
+        return True
+
     async def start_positions(consumer: Any, committed: dict[Any, int | None]) -> None:
         """Place every readings partition where this worker needs its next event, after Faust
         sought them to their committed offsets (end of every rebalance, after table recovery).
@@ -352,9 +409,23 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
           (records fetched before the rebalance and dropped by Faust come again; anything at
           or below that offset is skipped by position).
         ``in_order`` then enforces that every partition's events arrive without holes.
+
+        Before a new partition is placed, the state of its gateways is read from the changelog
+        (``restore_snapshots``): until it is placed, its events are dropped unacked, so no
+        event of it is processed before its state is in memory.
         """
+        async with restore_lock:  # heal() may call this again while a restore runs
+            await _start_positions(consumer, committed)
+
+    async def _start_positions(consumer: Any, committed: dict[Any, int | None]) -> None:
         assigned = {(tp.topic, tp.partition): off for tp, off in committed.items()
                     if tp.topic in readings_topics}
+        new = {p for (t, p) in assigned if (t, p) in unstarted}
+        if new:
+            generation = ctx["generation"]
+            if not await restore_snapshots(new) or ctx["generation"] != generation:
+                log.info("restore of partitions %s abandoned: another rebalance", sorted(new))
+                return  # the next assignment places (and restores) them
         unset = [faust.types.TP(t, p) for (t, p), off in assigned.items()
                  if (t, p) in unstarted and (not off or off <= 0)]
         earliest = await consumer.earliest_offsets(*unset) if unset else {}
@@ -452,12 +523,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
 
     async def handle(events: list[Any]) -> None:
         """One batch: restore on first sight, process, send the outputs, checkpoint when due."""
-        if not ctx["city"]:
-            ctx["city"] = True
-            blob = state.get(CITY_KEY)
-            if blob:
-                processor.restore_city(blob)
-                log.info("restored the city state (%d bytes)", len(blob))
         t0 = time.perf_counter()
         # Events fetched before a rebalance wait in noack_take's buffer (Faust does not
         # clear it): those of partitions that moved to another worker are dropped; those
@@ -469,6 +534,13 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             log.info("dropped %d events of partitions no longer assigned",
                      len(events) - len(fresh))
         events = await in_order(fresh)
+        if events and not ctx["city"]:
+            # only events of placed partitions are left, so the changelog has been read
+            ctx["city"] = True
+            blob = snapshots.pop(CITY_KEY, None)
+            if blob:
+                processor.restore_city(blob)
+                log.info("restored the city state (%d bytes)", len(blob))
         msgs = [
             Message(
                 e.message.topic, e.message.partition, e.message.offset,
@@ -547,9 +619,79 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         install(settings)  # Faust has set up logging by now
         metrics.serve(settings.metrics_port, settings.metrics_host)
 
+    # Operator acknowledge/resolve from the dashboard reach this worker's alerts (every worker
+    # reads every action; offsets kept in the alert snapshot): see streams/actions.py.
+    if processor.models is not None:
+        from streams.actions import ActionFeed
+
+        feed = ActionFeed(settings, processor.models.alerts, ready=lambda: bool(ctx["city"]),
+                          dead=lambda k, v: outputs["deadletter"].send(key=k, value=v))
+        app.task(feed.run)
+        app.citybrain_actions = feed  # type: ignore[attr-defined]
+
     app.citybrain_processor = processor  # type: ignore[attr-defined]
     app.citybrain_metrics = metrics  # type: ignore[attr-defined]
     return app
+
+
+async def read_changelog(settings: Settings, topic: str, partitions: set[int],
+                         deadline: float) -> dict[int, dict[bytes, bytes]]:
+    """The latest value of every key of the given partitions of a compacted topic, read from
+    the beginning to the end offsets taken at the start, with a plain (group-less) aiokafka
+    consumer. Raises ``TimeoutError`` past ``deadline`` (``time.monotonic()``)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_common(),
+        ssl_context=settings.ssl_context(),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id=f"{settings.group_id}-restore",
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,  # a snapshot can be several MB
+        request_timeout_ms=30000,
+    )
+    await consumer.start()
+    try:
+        while not await _has_partitions(consumer, topic, partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic} has no partitions {sorted(partitions)}")
+            await asyncio.sleep(0.5)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        end = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: dict[int, dict[bytes, bytes]] = {p: {} for p in partitions}
+        todo = {tp for tp in tps if end[tp] > 0}
+        while todo:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}: {sorted(tp.partition for tp in todo)} "
+                                   "not read to the end in time")
+            batch = await consumer.getmany(*todo, timeout_ms=500)
+            for tp, records in batch.items():
+                values = out[tp.partition]
+                for r in records:
+                    if r.key is None:
+                        continue
+                    if r.value is None:  # a tombstone
+                        values.pop(r.key, None)
+                    else:
+                        values[r.key] = r.value
+            for tp in list(todo):
+                if await consumer.position(tp) >= end[tp]:
+                    todo.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _has_partitions(consumer: Any, topic: str, partitions: set[int]) -> bool:
+    """Whether the broker's metadata lists the topic with these partitions (a group-less
+    consumer's own metadata knows only assigned topics, so ``partitions_for_topic`` would say
+    None; ``topics()`` makes the same request but keeps only the names)."""
+    cluster = await consumer._client.fetch_all_metadata()
+    return partitions <= (cluster.partitions_for_topic(topic) or set())
 
 
 def _trace(events: list[Any], processor: Processor, before: dict[str, Any], skipped0: int) -> None:

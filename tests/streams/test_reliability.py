@@ -194,11 +194,6 @@ def test_kafka_broker_restart_mid_stream(server_store, unique, spawn, tmp_path):
         print(f"{time.monotonic() - t0:.1f}s: done")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 5, known defect: in 1 of the last 5 runs (24 before it passed) the surviving worker's "
-    "Faust table recovery waited forever for changelog events after the rebalance ('No event "
-    "received for active tp ... since recovery start'), so its streams never resumed; see "
-    "docs/streams.md 'Rebalances'"))
 def test_two_workers_one_killed_store_what_one_worker_stores(kafka_bootstrap, server_store,
                                                              unique, spawn):
     """Two workers in one consumer group share the 4 readings partitions; one is SIGKILLed
