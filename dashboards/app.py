@@ -33,6 +33,7 @@ from dashboards.data import (
     FreshnessCache,
     Geometry,
     QueryPool,
+    ResultCache,
     Snapshot,
     SnapshotCache,
     TrendCache,
@@ -255,6 +256,7 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
     trends = TrendCache()
     windows = WindowCache()
     fresh = FreshnessCache()
+    results = ResultCache()
     pool = QueryPool.for_store(store, QUERY_CONNECTIONS)
 
     app = dash.Dash(
@@ -272,7 +274,7 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
         key = ("live",) if asof is None else ("at", int(asof))
         return cache.get(key, lambda: snapshot(
             store, geo, at=asof, standard=standard, stale_s=settings.dashboard_stale_s,
-            trends=trends, pool=pool, windows=windows, fresh_cache=fresh))
+            trends=trends, pool=pool, windows=windows, fresh_cache=fresh, results=results))
 
     app.server.config["CITYBRAIN_SNAPSHOT"] = get_snapshot
 

@@ -465,6 +465,95 @@ class FreshnessCache:
             "n": np.array([r[2] for r in out.values()], np.uint64)})
 
 
+#: the district rollups the city trends read (``queries.environment_trend`` and others)
+DISTRICT_MINUTES = tuple(f"rollup_{d}_district_1m" for d in ("traffic", "environment",
+                                                              "utility"))
+#: the derived tables a refresh reads
+DERIVED_TABLES = ("anomalies", "sensor_health", "district_risk", "alert_events")
+
+
+def refresh_tables() -> tuple[str, ...]:
+    """Every table a refresh of the overview reads (the per-sensor minute tables as
+    ``queries.SENSOR_MINUTES`` names them now)."""
+    return (*queries.READINGS_TABLES,
+            *(queries.sensor_minutes(d) for d in ("traffic", "environment", "utility")),
+            *DISTRICT_MINUTES, *DERIVED_TABLES)
+
+
+def refresh_parts(store: Store, tables: tuple[str, ...]) -> pd.DataFrame:
+    """The active parts of ``tables`` (``system.parts``, no data read): ``table``, ``part``,
+    ``partition_id``, ``min_block``/``max_block``, ``max_time``, ``rows``, ``mtime`` and
+    ``bytes``; the readings tables' rows are what ``queries.readings_parts`` gives, the
+    others make the data version of the tables (:class:`ResultCache`)."""
+    names = ", ".join(queries.lit(t) for t in tables)
+    return store.query(
+        "SELECT table, name AS part, partition_id, toInt64(min_block_number) AS min_block, "
+        "toInt64(max_block_number) AS max_block, toUInt32(max_time) AS max_time, "
+        "toUInt64(rows) AS rows, toUInt32(modification_time) AS mtime, "
+        "toUInt64(bytes_on_disk) AS bytes FROM system.parts "
+        f"WHERE database = currentDatabase() AND active AND table IN ({names})"
+    )
+
+
+def split_parts(parts: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple]]:
+    """:func:`refresh_parts` as the readings tables' parts (``queries.readings_parts``'s
+    columns) and the data version of every table: its active parts (name, modification time,
+    rows, bytes), sorted. A part never changes (an insert makes a new one, a merge or a
+    mutation replaces parts by new ones), so a query of a fixed moment gives the same answer
+    as long as the versions of its tables are the same."""
+    table = parts["table"].to_numpy(dtype=object).astype(str)
+    cols = [parts[c].to_numpy(dtype=object).tolist() if c == "part"
+            else parts[c].to_numpy(dtype=np.int64).tolist() for c in ("part", "mtime", "rows",
+                                                                     "bytes")]
+    by: dict[str, list[tuple]] = {}
+    for tb, *row in zip(table.tolist(), *cols, strict=True):
+        by.setdefault(tb, []).append(tuple(row))
+    versions = {tb: tuple(sorted(rows)) for tb, rows in by.items()}
+    is_r = np.isin(table, np.asarray(queries.READINGS_TABLES))
+    r = parts[is_r]
+    readings = pd.DataFrame({
+        "domain": np.char.replace(table[is_r], "readings_", ""),
+        **{c: r[c].to_numpy() for c in ("part", "partition_id", "min_block", "max_block",
+                                         "max_time", "rows")}}, copy=False)
+    readings["domain"] = readings["domain"].astype(object)
+    return readings, versions
+
+
+class ResultCache:
+    """Answers of a refresh's queries by what they ask (``key``: the moment and the tables)
+    and the data version of the tables they read (:func:`split_parts`): a refresh whose
+    tables have no new part since the last one reuses its answer instead of asking again.
+    Answers are shared, never modified. A query racing an insert may hold the new part
+    already; its answer then is newer than its version, and the next version differs."""
+
+    def __init__(self, size: int = 48) -> None:
+        self.size = size
+        self._items: dict[Any, tuple[tuple, Any]] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, store: Store, key: Any, version: tuple, fn: Callable[..., Any],
+            *args: Any) -> Any:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0] == version:
+                self.hits += 1
+                return hit[1]
+        out = fn(store, *args)
+        with self._lock:
+            self.misses += 1
+            self._items.pop(key, None)
+            self._items[key] = (version, out)
+            while len(self._items) > self.size:
+                self._items.pop(next(iter(self._items)))
+        return out
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
 def _tile(kept: dict[tuple[int, int], tuple], b0: int, b1: int, lo: int) -> tuple | None:
     """The entry of blocks ``[b0, b1]`` made of kept entries whose ranges tile it exactly
     (a merge of parts all kept), or ``None``."""
@@ -577,12 +666,14 @@ def snapshot(
     store: Store, geo: Geometry, *, at: int | None = None, standard: str = "china",
     stale_s: float = 120.0, now: float | None = None, trends: TrendCache | None = None,
     trend_minutes: int = 60, pool: QueryPool | None = None, windows: WindowCache | None = None,
-    fresh_cache: FreshnessCache | None = None,
+    fresh_cache: FreshnessCache | None = None, results: ResultCache | None = None,
 ) -> Snapshot:
     """Query the store for the city at ``at`` (epoch s; ``None`` = the newest data).
 
     The newest event time comes first (from the parts' index, no data read); then every query
-    of the moment runs at once on ``pool`` (one after the other without one).
+    of the moment runs at once on ``pool`` (one after the other without one). With
+    ``results``, a query whose tables have no new part since a refresh of the same moment
+    is not asked again (:class:`ResultCache`).
     """
     from models.indicators.aqi import aqi as aqi_of
     from models.indicators.traffic import congestion_index
@@ -594,8 +685,9 @@ def snapshot(
     clock = time.perf_counter
 
     t0 = clock()
-    got, _ = pool.run({"newest": (queries.readings_parts,)})
-    parts = got["newest"]
+    tables = refresh_tables()
+    got, _ = pool.run({"newest": (refresh_parts, tables)})
+    parts, versions = split_parts(got["newest"])
     newest_by = queries.newest_of_parts(parts)
     timings: dict[str, float] = {"newest": clock() - t0}
     newest = max(newest_by.values(), default=0)
@@ -606,19 +698,31 @@ def snapshot(
     def trend(key: str, fn: Any, lo_: int, chunk_s: int) -> Any:
         return lambda st: trends.get(key, partial(fn, st), lo_, t, newest, chunk_s=chunk_s)
 
+    def cached(name: str, read: tuple[str, ...], job: tuple) -> tuple:
+        if results is None:
+            return job
+        key = (name, t, lo, newest, read)
+        return (results.get, key, tuple(versions.get(tb, ()) for tb in read), *job)
+
+    minutes = {d: queries.sensor_minutes(d) for d in ("traffic", "environment", "utility")}
     res, q_times = pool.run({
         "freshness": (fresh_cache.get, parts),
-        "traffic": (traffic_and_ci_trend, geo, trends, t, lo, newest),
-        "environment": (windows.get, "environment", queries.ENVIRONMENT_WINDOW, t, 3600,
-                        newest),
-        "utility": (partial(queries.utility_window, hashed=True), t),
-        "env_trend": (trend("env", queries.environment_trend, lo - 3600, 300),),
-        "util_trend": (trend("util", queries.utility_trend, lo, 60),),
-        "readings_trend": (trend("readings", queries.readings_trend, lo, 60),),
-        "anomalies": (queries.anomalies_window, t),
-        "health": (queries.sensor_health_at, t),
-        "risk": (queries.district_risk_at, t),
-        "alerts": (queries.alerts_at, t),
+        "traffic": cached("traffic", (minutes["traffic"],),
+                          (traffic_and_ci_trend, geo, trends, t, lo, newest)),
+        "environment": cached("environment", (minutes["environment"],), (
+            windows.get, "environment", queries.ENVIRONMENT_WINDOW, t, 3600, newest)),
+        "utility": cached("utility", (minutes["utility"],),
+                          (partial(queries.utility_window, hashed=True), t)),
+        "env_trend": cached("env_trend", (DISTRICT_MINUTES[1],),
+                            (trend("env", queries.environment_trend, lo - 3600, 300),)),
+        "util_trend": cached("util_trend", (DISTRICT_MINUTES[2],),
+                             (trend("util", queries.utility_trend, lo, 60),)),
+        "readings_trend": cached("readings_trend", DISTRICT_MINUTES,
+                                 (trend("readings", queries.readings_trend, lo, 60),)),
+        "anomalies": cached("anomalies", ("anomalies",), (queries.anomalies_window, t)),
+        "health": cached("health", ("sensor_health",), (queries.sensor_health_at, t)),
+        "risk": cached("risk", ("district_risk",), (queries.district_risk_at, t)),
+        "alerts": cached("alerts", ("alert_events",), (queries.alerts_at, t)),
     })
     timings.update(q_times)
     timings["queries"] = clock() - t0

@@ -197,3 +197,71 @@ def test_stale_warning_when_nothing_arrived_for_the_threshold(server_store: Any)
     assert math.isclose(fresh.lag_s, arrived + 30 - fresh.arrived)
     old = snapshot(server_store, geo, now=fresh.arrived + 121, stale_s=120)
     assert old.stale and old.lag_s == 121
+
+
+def _assert_same_snapshot(a: Any, b: Any) -> None:
+    assert a.t == b.t and a.newest == b.newest and a.arrived == b.arrived
+    for name in ("ci", "aqi", "water_inflow", "grid_load", "availability"):
+        assert math.isclose(getattr(a, name), getattr(b, name), rel_tol=1e-12), name
+    for name in ("status", "flags"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    for name in ("value", "score", "seg_ratio"):
+        assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+    for name in ("ci_trend", "aqi_trend", "water_trend", "avail_trend"):
+        pd.testing.assert_frame_equal(getattr(a, name).reset_index(drop=True),
+                                      getattr(b, name).reset_index(drop=True), obj=name)
+    pd.testing.assert_frame_equal(a.alerts.reset_index(drop=True),
+                                  b.alerts.reset_index(drop=True), obj="alerts")
+    pd.testing.assert_frame_equal(a.risk, b.risk, obj="risk")
+
+
+def test_answers_kept_by_data_version(server_store: Any) -> None:
+    """A refresh whose tables have no new part reuses the last answers (no query asked); a new
+    part of a table (readings of the sink, an operator's acknowledgement) makes the queries
+    of that table ask again, and the snapshot equals one made without kept answers."""
+    from config.city import load_city
+    from dashboards.data import Geometry, ResultCache, snapshot
+    from dashboards.seed import seed_store
+    from tests.dashboards.conftest import SEED_START
+
+    city = load_city()
+    geo = Geometry.from_city(city)
+    seed_store(server_store, city, scenario="bad_day", start=SEED_START, duration_s=1200)
+    results = ResultCache()
+    first = snapshot(server_store, geo, now=SEED_START + 1300, results=results)
+    assert results.hits == 0 and results.misses == 10
+    again = snapshot(server_store, geo, now=SEED_START + 1300, results=results)
+    assert results.hits == 10 and results.misses == 10  # nothing new: nothing asked
+    _assert_same_snapshot(again, first)
+
+    # the sink stores more traffic readings (a new part: the window and trends change)
+    df = server_store.query(
+        "SELECT sensor_id, ts, flow_vph, speed_kmh, occupancy_pct FROM readings_traffic "
+        "WHERE ts = (SELECT max(ts) FROM readings_traffic) ORDER BY sensor_id LIMIT 200")
+    server_store.insert("readings_traffic", {
+        "sensor_id": df["sensor_id"].to_numpy(dtype=object),
+        "ts": df["ts"].to_numpy().astype("datetime64[s]"),
+        "flow_vph": df["flow_vph"].to_numpy(dtype=float) * 0 + 9000.0,
+        "speed_kmh": df["speed_kmh"].to_numpy(dtype=float) * 0 + 3.0,
+        "occupancy_pct": df["occupancy_pct"].to_numpy(dtype=float),
+        "seq": np.full(len(df), 10**9, dtype=np.uint64)})
+    # and an operator acknowledges an alert (a new part of alert_events)
+    open_ = first.alerts[first.alerts["state"] == "open"]
+    assert len(open_)  # bad_day has open alerts 20 minutes in
+    a = open_.iloc[0]
+    server_store.command(
+        "INSERT INTO alert_events (alert_id, ts, event, state, severity, district, type, "
+        "peak, sensors, actor) SELECT "
+        f"'{a['alert_id']}', toDateTime({int(a['updated_at']) + 1}), 'acknowledged', "
+        f"'acknowledged', {int(a['severity'])}, '{a['district']}', '{a['type']}', "
+        f"{float(a['peak'])}, splitByChar(',', '{a['sensors']}'), 'tester'")
+    hits = results.hits
+    cached = snapshot(server_store, geo, now=SEED_START + 1300, results=results)
+    plain = snapshot(server_store, geo, now=SEED_START + 1300)
+    # asked again: the traffic window with its trend, the readings trend (its district
+    # rollup has a new part) and the alerts; the other seven answers are kept
+    assert results.hits - hits == 10 - 3
+    _assert_same_snapshot(cached, plain)
+    assert cached.ci != first.ci  # the new loop readings are in
+    st = cached.alerts.set_index("alert_id")["state"]
+    assert st[a["alert_id"]] == "acknowledged"
