@@ -334,3 +334,39 @@ def test_processor_restores_a_snapshot_of_the_old_json_format():
         assert sorted(a) == sorted(b)
         for k in a:
             assert all(np.array_equal(x, y) for x, y in zip(a[k], b[k], strict=True))
+
+
+def test_wide_sensor_means_decode_to_the_long_rows():
+    """The wide layout of sensor window means stands for exactly the long rows it replaced."""
+    from streams.codecs import IndicatorBatch, encode_indicators, encode_sensor_means
+
+    ends = np.array([60.0, 60.0, 120.0])
+    ids = np.array(["S1", "S2", "S1"], dtype=object)
+    means = np.array([[1.0, 2.0], [3.0, -0.0], [np.nan, 1e300]])
+    names = ["a_mean", "b_mean"]
+    long = IndicatorBatch(
+        ts=np.repeat(ends, 2), entity_type=np.full(6, "sensor", dtype=object),
+        entity_id=np.repeat(ids, 2), name=np.tile(np.array(names, dtype=object), 3),
+        value=means.ravel(), window_s=300)
+    for raw in (encode_indicators(long), encode_sensor_means(ends, ids, names, means, 300)):
+        b = decode_indicators(raw)
+        assert b.ts.tolist() == long.ts.tolist() and b.window_s == 300
+        assert b.entity_type.tolist() == ["sensor"] * 6
+        assert b.entity_id.tolist() == long.entity_id.tolist()
+        assert b.name.tolist() == long.name.tolist()
+        assert np.array_equal(b.value, long.value, equal_nan=True)
+    empty = decode_indicators(encode_sensor_means(ends[:0], ids[:0], names, means[:0], 300))
+    assert len(empty) == 0 and empty.value.shape == (0,)
+
+
+def test_sensor_means_travel_as_one_wide_message_per_kind_and_batch():
+    city = load_city(SMALL_CITY)
+    msgs = _messages(traffic_frames(city, steps=60, start=START, seed=3))
+    proc = _processor(city, max_rows_per_message=600)
+    out = proc.process(msgs)
+    wide = [v for k, v in out.indicators if k != b"city"]
+    rows = sum(len(decode_indicators(v)) for v in wide)
+    assert rows > 1000 and rows == out.indicator_rows - sum(
+        len(decode_indicators(v)) for k, v in out.indicators if k == b"city")
+    assert len(wide) == -(-rows // 600)  # chunks of at most 600 rows, nothing more
+    assert all(len(decode_indicators(v)) <= 600 for v in wide)
