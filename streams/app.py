@@ -11,21 +11,31 @@ table. Faust flushes the producer (outputs and changelog) before it commits offs
 committed offset always has its outputs and its state in Kafka (at-least-once).
 
 **State.** Per gateway: the indicator windows and the models' per-sensor state; per worker: the
-alert state machine, the tick clock and the last reported health (key ``__city__``). Both live in
-the Faust table ``state`` (memory store, backed by the compacted changelog topic
-``<group>-state-changelog``). Writing a snapshot per batch would cost more than the models, so
-the worker *checkpoints* every ``CITYBRAIN_STATE_SNAPSHOT_S`` seconds: it writes the snapshots
-of the gateways changed since the last checkpoint and only then acks the events processed since.
-Offsets therefore never run ahead of the state: after a crash the worker restores the last
-checkpoint (Faust recovers the table from the changelog before the agent runs; a gateway's state
-is restored the first time it is seen) and Kafka redelivers everything after the last commit,
-which is at or before the checkpoint. Readings redelivered into restored state are recognised by
+alert state machine, the tick clock and the last reported health (key ``__city__``). Both are
+snapshots in the compacted topic ``<group>-state-changelog`` (key = gateway id), which this
+module writes and reads itself: no Faust table. Writing a snapshot per batch would cost more
+than the models, so the worker *checkpoints* every ``CITYBRAIN_STATE_SNAPSHOT_S`` seconds: it
+writes the snapshots of the gateways changed since the last checkpoint, waits for their
+delivery and only then acks the events processed since. Offsets therefore never run ahead of
+the state: after a crash or a rebalance the new owner of a partition reads the latest snapshot
+of every key of the changelog partition with the same number (``restore_snapshots``, a plain
+group-less aiokafka consumer, from the beginning to the end offsets taken after the
+assignment) before it takes the partition's first event; a gateway's state is restored the
+first time it is seen; Kafka redelivers everything after the last commit, which is at or before
+the checkpoint. Readings redelivered into restored state are recognised by position and
 ``(sensor, seq)`` and not counted again; the store de-duplicates the rows by key.
 
-The table key is the gateway id, the same key as the readings, and the table uses the producer's
-partitioner (murmur2, like the simulator's kafka-python producer) with the same partition count,
-so a gateway's state lands in the changelog partition numbered like its readings partition, which
-is the one Faust recovers for the worker that owns it.
+**Why not a Faust table.** faust-streaming's table recovery (the ``Recovery`` service that
+replays changelogs after every rebalance) stalled now and then for good after a rebalance
+("No event received for active tp ...-state-changelog since recovery start"; 1 run in 5 of the
+two-worker test), and with it the worker's streams were never resumed. The same family of hangs
+is reported upstream (faust-streaming issues 21, 74, 176, 651). Without tables Faust's recovery
+only resumes the streams; the state is read here, with a deadline: a read that fails for
+``RESTORE_TIMEOUT_S`` stops the worker instead of leaving it stalled.
+
+The snapshot's partition is murmur2 of the gateway id over the partition count, the producer's
+default partitioner (as the simulator's kafka-python producer), so a gateway's state lands in
+the changelog partition numbered like its readings partition.
 
 ``stream_wait_empty`` is off: with it, a rebalance would wait for every un-acked event, i.e. for
 the next checkpoint. Un-acked events of a revoked partition are simply processed again by the
@@ -124,7 +134,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         broker_session_timeout=settings.worker_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_s / 4),
         stream_wait_empty=False,
-        table_standby_replicas=0,
     )
     processor = build_processor(settings)
     # The state's changelog: a compacted topic written and read by this module, not a Faust
@@ -178,7 +187,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
 
     def changelog_partition(key: bytes) -> int:
         """The producer's default partitioner (murmur2, as aiokafka's and kafka-python's), over
-        the table's partition count: the partition ``use_partitioner=True`` would pick."""
+        the partition count: a gateway's snapshot goes to the changelog partition numbered like
+        its readings partition."""
         return (murmur2(key) & 0x7FFFFFFF) % settings.kafka_partitions
 
     async def put_state(key: bytes, value: bytes) -> Any:
@@ -251,7 +261,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types the result oddly
     async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         """A rebalance starts: checkpoint everything processed so far (state delivered, events
-        acked), so the table holds exactly this worker's in-memory state. Events fetched
+        acked), so the changelog holds exactly this worker's in-memory state. Events fetched
         before the rebalance that are still processed afterwards (they wait in ``noack_take``'s
         buffer, which Faust does not clear) then simply continue that state in offset order."""
         rebalanced.clear()  # the agent waits for the new assignment before its next batch

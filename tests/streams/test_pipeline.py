@@ -186,3 +186,59 @@ def test_tansu_faust_chdb(tansu_bootstrap, unique, spawn, tmp_path):
     _check(_hub_sql(url, READINGS_SQL), _hub_sql(url, INDICATORS_SQL), frames, expected)
     assert worker.stop() == 0, worker.tail()
     assert hub.stop() == 0, hub.tail()
+
+
+def _changelog_case(bootstrap: str, prefix: str) -> tuple[str, dict[int, dict[bytes, bytes]]]:
+    """A compacted 4-partition topic with overwritten keys, a tombstone and a 60 kB value;
+    returns its name and the latest value per key of partitions 0-2 (3 is not asked for)."""
+    from kafka.admin import NewTopic
+
+    from streams.topics import admin
+
+    topic = f"{prefix}-state-changelog"
+    client = admin(load_settings(kafka_bootstrap=bootstrap))
+    try:
+        client.create_topics([NewTopic(topic, 4, 1, topic_configs={"cleanup.policy": "compact"})])
+    finally:
+        client.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=2_000_000)
+    want: dict[int, dict[bytes, bytes]] = {0: {}, 1: {}, 2: {}}
+    for version in range(3):
+        for p in range(4):
+            for i in range(5):
+                key = f"GW-{p}-{i}".encode()
+                value = f"v{version}".encode() * (30_000 if (p, i) == (1, 4) else 1)
+                if (p, i, version) == (2, 3, 2):
+                    value = None  # deleted at the end
+                producer.send(topic, key=key, value=value, partition=p)
+                if p in want:
+                    if value is None:
+                        want[p].pop(key, None)
+                    else:
+                        want[p][key] = value
+    producer.flush()
+    producer.close()
+    return topic, want
+
+
+@pytest.mark.parametrize("broker", [
+    pytest.param("kafka", marks=pytest.mark.services),
+    pytest.param("tansu", marks=pytest.mark.embedded),
+])
+def test_read_changelog_gives_the_latest_value_per_key(broker, request, unique):
+    """The worker's restore read (streams.app.read_changelog): exactly the latest value of every
+    key of the asked partitions, tombstones applied, nothing of the other partitions; a topic
+    that never appears is an error after the deadline, not a hang."""
+    import asyncio
+    import time
+
+    from streams.app import read_changelog
+
+    bootstrap = request.getfixturevalue(f"{broker}_bootstrap")
+    topic, want = _changelog_case(bootstrap, unique)
+    settings = load_settings(kafka_bootstrap=bootstrap, group_id=f"{unique}-worker")
+    got = asyncio.run(read_changelog(settings, topic, {0, 1, 2}, time.monotonic() + 60))
+    assert got == want
+    assert len(got[1][b"GW-1-4"]) == 60_000
+    with pytest.raises(TimeoutError):
+        asyncio.run(read_changelog(settings, f"{unique}-missing", {0}, time.monotonic() + 2))
