@@ -265,3 +265,33 @@ def test_answers_kept_by_data_version(server_store: Any) -> None:
     assert cached.ci != first.ci  # the new loop readings are in
     st = cached.alerts.set_index("alert_id")["state"]
     assert st[a["alert_id"]] == "acknowledged"
+
+
+def test_district_max_aqi_equals_the_stations_aqi() -> None:
+    """The districts' highest station AQI from their highest concentrations (China) equals
+    the highest of the stations' own AQI, NaN, negative and off-scale values included."""
+    from dashboards.data import POLLUTANTS, district_max_aqi
+    from models.indicators.aqi import aqi
+
+    rng = np.random.default_rng(7)
+    n_st, n_d = 4000, 13
+    district = rng.integers(0, n_d - 1, n_st)  # the last district has no station
+    scale = {"pm25": 600, "pm10": 700, "no2": 3000, "o3": 1500, "so2": 3000, "co": 180}
+    conc = {}
+    for p in POLLUTANTS:
+        level = rng.uniform(0.02, 0.6, n_d) * scale[p]  # districts from clean to off-scale
+        c = rng.random(n_st) * level[district]
+        c[rng.random(n_st) < 0.1] = np.nan
+        c[rng.random(n_st) < 0.02] = -1.0
+        conc[p] = c
+    conc["so2"][:50] = np.array([799.0, 800.0, 800.5, 801.0, 1700.0] * 10)
+    for p in POLLUTANTS:  # district 3: nothing valid at any station
+        conc[p][district == 3] = np.nan
+    for standard in ("china", "us"):
+        per = aqi(conc, standard=standard).aqi
+        want = np.full(n_d, -1.0)
+        np.maximum.at(want, district, np.where(np.isnan(per), -1.0, per))
+        got = district_max_aqi(conc, district, n_d, standard, aqi)
+        assert np.array_equal(got, want), standard
+        assert got[3] == -1.0 and got[-1] == -1.0
+        assert len(set(got.tolist())) >= 6, got  # districts of different levels
