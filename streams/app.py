@@ -70,6 +70,7 @@ log = logging.getLogger("citybrain.worker")
 
 CITY_KEY = b"__city__"
 GAP_GIVE_UP_S = 30.0  # see in_order()
+CHANGELOG_SEGMENT_BYTES = 32 * 1024 * 1024
 RESTORE_TIMEOUT_S = 60.0  # see restore_snapshots(); below Faust's broker_request_timeout
 
 
@@ -145,6 +146,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         replicas=settings.kafka_replication,
         compacting=True,
         internal=True,  # created (compacted) by maybe_declare, never subscribed
+        # Compaction only cleans closed segments (default: 1 GB or 7 days), and every new owner
+        # reads its partitions from the beginning: small, time-bounded segments keep that read
+        # near the size of the latest snapshots (see restore_snapshots's deadline).
+        config={"segment.bytes": str(CHANGELOG_SEGMENT_BYTES), "segment.ms": "600000"},
         key_serializer="raw",
         value_serializer="raw",
     )
