@@ -5,12 +5,15 @@ is not answering, stopped again afterwards) with a simulated day of the default 
 sensors, ``bad_day``: 13.9 M readings plus derived rows; ``--quick``: two hours), then times
 what one browser refresh costs the server: the snapshot's queries, the KPIs, the map and the
 sparklines, the alert feed, and the JSON encoding of the callback's response. The shared
-snapshot cache is cleared before every refresh (so each one queries the store); the trend
-chunks of the past stay cached, as they do in a running screen. With
+snapshot cache is cleared before every refresh (so each one queries the store), and so are
+the answers kept by data version (``dashboards.data.ResultCache``: with nothing new, a refresh
+would ask nothing); the trend chunks of the past stay cached, as they do in a running screen. With
 ``CITYBRAIN_BENCH_ARRIVALS=1``, before every refresh (untimed) a few readings of the newest
 second are stored again in each raw table (``_Arrivals``): as live, each refresh then finds new
 parts (one sink flush) to read for its freshness and windows, and the server merges them in the
-background meanwhile (counted in ``cpu_server_ms``).
+background meanwhile (counted in ``cpu_server_ms``); the kept answers then stay (the
+derived tables get no new part, so their queries are not asked again; the readings' minute
+tables and rollups do, so theirs are).
 
 Prints ``dashboard_refresh_p50_s`` and ``dashboard_refresh_p95_s`` (seconds), with the median
 time of each query as extra fields. A second pair, ``..._merged``, repeats the measurement after
@@ -124,6 +127,10 @@ class _Screen:
         cfg = self.app.server.config
         queries.SENSOR_MINUTES = self.minutes
         cfg["CITYBRAIN_CACHE"].clear()
+        if arrive is None:
+            # nothing arrives between two refreshes at a fixed moment: every answer would be
+            # kept (``ResultCache``); cleared, each refresh asks every query, as before
+            cfg["CITYBRAIN_RESULTS"].clear()
         c0, s0 = _cpu_s(os.getpid()), _cpu_s(server)
         t0 = time.perf_counter()
         out = cfg["CITYBRAIN_OVERVIEW"]()
@@ -149,9 +156,12 @@ def _measure(screen: _Screen, baseline: _Screen, refreshes: int,
             s.times.clear()
             s.parts.clear()
             s.cpu = [0.0, 0.0]
+        kept = screen.app.server.config["CITYBRAIN_RESULTS"]
+        hits0, misses0 = kept.hits, kept.misses
         for _ in range(refreshes):
             screen.refresh(server, arrive)
             baseline.refresh(server, arrive)
+        kept_hits, kept_misses = kept.hits - hits0, kept.misses - misses0
     from store import queries
 
     queries.SENSOR_MINUTES = screen.minutes
@@ -162,6 +172,9 @@ def _measure(screen: _Screen, baseline: _Screen, refreshes: int,
         "speedup_p50": round(statistics.median(b) / statistics.median(screen.times), 2),
         "cpu_client_ms": round(1000 * screen.cpu[0] / refreshes, 1),
         "baseline_cpu_client_ms": round(1000 * baseline.cpu[0] / refreshes, 1),
+        # answers kept by data version / queries asked, per refresh (ResultCache)
+        "kept_answers": round(kept_hits / refreshes, 1),
+        "asked_queries": round(kept_misses / refreshes, 1),
     })
     if server is not None:
         extra["cpu_server_ms"] = round(1000 * screen.cpu[1] / refreshes, 1)

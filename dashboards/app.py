@@ -269,6 +269,7 @@ def create_app(store: Store, settings: Settings) -> dash.Dash:
         else None
     auth.install(app.server, users, secret)
     app.server.config["CITYBRAIN_CACHE"] = cache
+    app.server.config["CITYBRAIN_RESULTS"] = results  # the bench clears it: every query asked
 
     def get_snapshot(asof: int | None) -> Snapshot:
         key = ("live",) if asof is None else ("at", int(asof))

@@ -74,7 +74,7 @@ class Geometry:
         default_factory=lambda: (np.zeros(0), np.zeros(0), np.zeros(1, dtype=np.int64)))
     #: for every point of ``seg_xy``: the segment it belongs to (its NaN separator included)
     seg_of_point: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    _hashes: tuple[np.ndarray, np.ndarray] | None = None
+    _hashes: tuple[pd.Index, np.ndarray] | None = None
     _hash_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def positions_of_hashes(self, store: Store, hashes: Any) -> np.ndarray:
@@ -87,14 +87,17 @@ class Geometry:
                 pos = self.index.get_indexer(pd.Index(df["sensor_id"].astype(str)))
                 if len(np.unique(h)) != len(h):  # 64-bit: practically never
                     raise ValueError("two sensor ids of the city share a cityHash64")
-                order = np.argsort(h)
-                self._hashes = (h[order], pos[order].astype(np.int64))
-        sorted_h, sorted_pos = self._hashes
+                # a hash table (pandas' index engine, built here once and only read after):
+                # a tenth of the time of a binary search of 18,000 hashes
+                index = pd.Index(h, dtype=np.uint64)
+                index.get_indexer(h[:1])  # type: ignore[arg-type]
+                self._hashes = (index, pos.astype(np.int64))
+        index, hash_pos = self._hashes
         h = np.asarray(hashes, dtype=np.uint64)
-        if not len(sorted_h) or not len(h):
+        if not len(index) or not len(h):
             return np.full(len(h), -1, dtype=np.int64)
-        i = np.minimum(np.searchsorted(sorted_h, h), len(sorted_h) - 1)
-        return np.where(sorted_h[i] == h, sorted_pos[i], -1)
+        i = index.get_indexer(h)  # type: ignore[arg-type]  # an array is fine
+        return np.where(i >= 0, hash_pos[i], -1)
 
     @classmethod
     def from_city(cls, city: City) -> Geometry:
