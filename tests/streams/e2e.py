@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -171,17 +172,27 @@ class PrivateKafka:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        base = int(os.environ.get("CITYBRAIN_TEST_KAFKA_PORT", "39092"))
-        for k in range(1, 50):
-            port = base + 10 * k
-            if not any(tcp_open(f"127.0.0.1:{port + i}") for i in range(3)):
+        self.base = int(os.environ.get("CITYBRAIN_TEST_KAFKA_PORT", "39092"))
+        self.started = False
+        self._pick(1)
+
+    def _pick(self, first: int) -> None:
+        """The first block of three ports from ``base + 10 * first`` nobody listens on *and*
+        that can be bound: a port in the ephemeral range may be the local end of some client's
+        connection, which a connect test does not see (seen: the broker failed with "Address
+        already in use" on a port ``tcp_open`` had found free)."""
+        for k in range(first, first + 50):
+            port = self.base + 10 * k
+            if not any(tcp_open(f"127.0.0.1:{port + i}") or not _bindable(port + i)
+                       for i in range(3)):
                 break
         else:  # pragma: no cover - the machine is full of brokers
-            raise AssertionError(f"no free port block for a private broker above {base}")
+            raise AssertionError(f"no free port block for a private broker above {self.base}")
         self.port = port
         self.bootstrap = f"127.0.0.1:{port}"
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")},
-                    "CITYBRAIN_TEST_SERVICES_DIR": str(root),
+                    # a directory per port block: KRaft storage is formatted for its ports
+                    "CITYBRAIN_TEST_SERVICES_DIR": str(self.root / str(port)),
                     "CITYBRAIN_TEST_KAFKA_PORT": str(port)}
 
     def _run(self, cmd: str) -> None:
@@ -189,7 +200,30 @@ class PrivateKafka:
                        env=self.env, check=True, stdout=subprocess.DEVNULL, timeout=180)
 
     def start(self) -> None:
-        self._run("start")
+        """Start the broker; the first start moves to the next free port block (twice at most)
+        if the broker cannot bind its ports (taken between the check and the start). A restart
+        keeps the port: the clients know it."""
+        for attempt in range(3):
+            try:
+                self._run("start")
+                break
+            except subprocess.CalledProcessError:
+                if self.started or attempt == 2:
+                    raise
+                self._run("stop")
+                self._pick((self.port - self.base) // 10 + 1)
+        self.started = True
 
     def stop(self) -> None:
         self._run("stop")
+
+
+def _bindable(port: int) -> bool:
+    """Whether a listening socket could bind 127.0.0.1:port now (SO_REUSEADDR, as the JVM)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
