@@ -6,9 +6,9 @@ windows, the model stack, ticks) and sends what it returns to the derived topics
 **Why ``noack_take`` and manual acks.** faust-streaming's ``take()`` acks a batch in a
 ``finally`` block, so a batch interrupted by an exception or a shutdown is acked (and its
 offsets committed) although it was never fully processed. Here a batch is acked only after its
-outputs were handed to the producer *and* the state that includes it was written to the state
-table. Faust flushes the producer (outputs and changelog) before it commits offsets, so a
-committed offset always has its outputs and its state in Kafka (at-least-once).
+outputs *and then* the state that includes it were delivered to Kafka (the checkpoint awaits
+their delivery futures), so a committed offset always has its outputs and its state in Kafka
+(at-least-once).
 
 **State.** Per gateway: the indicator windows and the models' per-sensor state; per worker: the
 alert state machine, the tick clock and the last reported health (key ``__city__``). Both are
@@ -342,7 +342,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     def install_start_positions() -> None:
         """Make Faust's "seek to the committed offsets" also place partitions that have no
         committed offset yet (see :func:`start_positions`). Installed on the consumer instance
-        at the first assignment, before Faust's first seek (which follows table recovery)."""
+        at the first assignment, before Faust's first seek (at the end of the rebalance)."""
         consumer: Any = app.consumer  # the driver's consumer (ConsumerT lacks the seek API)
         if getattr(consumer, "_citybrain_start_positions", False):
             return
@@ -405,7 +405,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
 
     async def start_positions(consumer: Any, committed: dict[Any, int | None]) -> None:
         """Place every readings partition where this worker needs its next event, after Faust
-        sought them to their committed offsets (end of every rebalance, after table recovery).
+        sought them to their committed offsets (at the end of every rebalance).
 
         Faust drops records it has already fetched when a rebalance starts (``getmany`` stops
         at an inactive flow, a new generation or a paused partition) and relies on seeking to
