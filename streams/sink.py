@@ -93,18 +93,38 @@ class TableRows:
 
 
 class _Buffer(TableRows):
+    """The sink's buffer: derived rows as columns, readings as decoded frames per domain, joined
+    into the wide tables' columns once per flush (:func:`frames_table`) instead of a column
+    dict per frame (``np.full`` for the gateway and every metric of the domain's other kinds,
+    then concatenated again: a quarter of the sink's own CPU with ~180-reading frames)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.since: float | None = None
         self.produced_at: list[float] = []  # Kafka timestamps (s) of the buffered messages
+        self.frames: dict[str, list[Frame]] = defaultdict(list)  # domain -> frames
 
     def add_at(self, table: str, cols: dict[str, np.ndarray], now: float) -> None:
         self.add(table, cols)
         if self.since is None:
             self.since = now
 
+    def add_frame(self, frame: Frame, now: float) -> None:
+        self.frames[frame.domain].append(frame)
+        self.rows += len(frame)
+        if self.since is None:
+            self.since = now
+
+    def tables(self) -> dict[str, dict[str, np.ndarray]]:
+        out = super().tables()
+        for frames in self.frames.values():
+            table, cols = frames_table(frames)
+            out[table] = concat([out[table], cols]) if table in out else cols
+        return out
+
     def clear(self) -> None:
         super().clear()
+        self.frames.clear()
         self.since = None
         self.produced_at = []
 
@@ -134,6 +154,34 @@ def rows_of_frame(f: Frame) -> tuple[str, dict[str, np.ndarray]]:
     for m in DOMAIN_METRICS[f.domain]:
         cols[m] = f.metrics[m] if m in f.metrics else np.full(n, np.nan)
     return f"readings_{f.domain}", cols
+
+
+def frames_table(frames: list[Frame]) -> tuple[str, dict[str, np.ndarray]]:
+    """Decoded, validated frames of one domain as the columns of its wide table: the rows of
+    :func:`rows_of_frame` of each frame, in order, built with one numpy call per column."""
+    domain = frames[0].domain
+    lens = np.fromiter((len(f) for f in frames), np.int64, len(frames))
+    total = int(lens.sum())
+    cols: dict[str, np.ndarray] = {
+        "ts": np.floor(np.concatenate([f.ts for f in frames])).astype("datetime64[s]"),
+        "sensor_id": np.concatenate([f.sensor_id for f in frames]).astype(object, copy=False),
+        "gateway": np.repeat(np.array([f.gateway for f in frames], dtype=object), lens),
+        "seq": np.concatenate([f.seq for f in frames]).astype(np.uint64),
+    }
+    for m in DOMAIN_METRICS[domain]:
+        have = [f.metrics.get(m) for f in frames]
+        full = [v for v in have if v is not None]
+        if len(full) == len(have):
+            cols[m] = np.concatenate(full).astype(np.float64, copy=False)
+            continue
+        col = np.full(total, np.nan)  # metrics of the domain's other sensor kinds
+        at = 0
+        for n, v in zip(lens.tolist(), have, strict=True):
+            if v is not None:
+                col[at:at + n] = v
+            at += n
+        cols[m] = col
+    return f"readings_{domain}", cols
 
 
 def indicator_rows(raw: bytes) -> tuple[str, dict[str, np.ndarray]]:
@@ -361,10 +409,11 @@ class Sink:
                 try:
                     if rec.value is None:
                         raise FrameError("tombstone", "message without a value")
+                    frame: Frame | None = None
                     if tp.topic in self._readings_topics:
-                        table, cols = frame_rows(
-                            rec.value, self.settings.max_frame_bytes, self.validator
-                        )
+                        # same checks as frame_rows; the columns are built per flush
+                        frame = decode(rec.value, max_bytes=self.settings.max_frame_bytes)
+                        self.validator(frame)
                     elif tp.topic == self._indicators_topic:
                         table, cols = indicator_rows(rec.value)
                     elif tp.topic in self._table_topics:
@@ -375,7 +424,10 @@ class Sink:
                     # the worker dead-letters invalid frames with the reason; the sink only counts
                     self.stats.skipped[exc.reason] += 1
                     continue
-                self.buffer.add_at(table, cols, now)
+                if frame is not None:
+                    self.buffer.add_frame(frame, now)
+                else:
+                    self.buffer.add_at(table, cols, now)
                 if rec.timestamp and rec.timestamp > 0:
                     self.buffer.produced_at.append(rec.timestamp / 1000.0)
         self.stats.buffered_rows = self.buffer.rows

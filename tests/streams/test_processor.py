@@ -370,3 +370,33 @@ def test_sensor_means_travel_as_one_wide_message_per_kind_and_batch():
         len(decode_indicators(v)) for k, v in out.indicators if k == b"city")
     assert len(wide) == -(-rows // 600)  # chunks of at most 600 rows, nothing more
     assert all(len(decode_indicators(v)) <= 600 for v in wide)
+
+
+def test_sink_builds_the_same_readings_columns_per_flush_as_per_frame():
+    """The sink joins a flush's frames into wide-table columns at once (``frames_table``): the
+    same rows, values and dtypes as one ``rows_of_frame`` per frame, concatenated; metrics of
+    the domain's other sensor kinds are NaN."""
+    from config.domains import DOMAIN_METRICS, KINDS
+    from models.frame import Frame
+    from streams.sink import concat, frames_table, rows_of_frame
+
+    rng = np.random.default_rng(3)
+    frames = []
+    for i, kind in enumerate(list(KINDS["utility"]) * 3):
+        n = int(rng.integers(1, 40))
+        frames.append(Frame(
+            f"G{i}", "utility", START + rng.uniform(0, 600, n),
+            np.array([f"S{j}" for j in rng.integers(0, 9, n)], dtype=object),
+            rng.integers(0, 10**9, n), {m: rng.normal(size=n) for m in KINDS["utility"][kind]}))
+    table, cols = frames_table(frames)
+    want_table = {rows_of_frame(f)[0] for f in frames}
+    want = concat([rows_of_frame(f)[1] for f in frames])
+    assert {table} == want_table and list(cols) == list(want)
+    assert set(cols) >= set(DOMAIN_METRICS["utility"])
+    for c in want:
+        assert cols[c].dtype == want[c].dtype, c
+        if cols[c].dtype.kind == "f":
+            assert cols[c].tobytes() == want[c].tobytes(), c
+        else:
+            assert cols[c].tolist() == want[c].tolist(), c
+    assert np.isnan(cols[DOMAIN_METRICS["utility"][0]]).any()  # other kinds' metrics: NaN
