@@ -180,6 +180,19 @@ def _cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
     return out
 
 
+_CPU_PROFILE = """\
+import cProfile, runpy, sys, time
+sys.argv = ["citybrain", *sys.argv[1:]]
+prof = cProfile.Profile(time.process_time)
+prof.enable()
+try:
+    runpy.run_module("citybrain", run_name="__main__")
+finally:
+    prof.disable()
+    prof.dump_stats({out!r})
+"""
+
+
 class _Proc:
     def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> None:
         self.name = name
@@ -188,8 +201,10 @@ class _Proc:
         full = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
         full.update(env)
         if PROFILE_DIR and cmd[-1] == "worker":
-            cmd = [cmd[0], "-m", "cProfile", "-o", str(Path(PROFILE_DIR) / f"{name}.prof"),
-                   *cmd[1:]]
+            # CPU time, not wall time (``-m cProfile`` counts the waits in epoll and every
+            # moment another process had the core: useless on a shared machine)
+            cmd = [cmd[0], "-c", _CPU_PROFILE.format(out=str(Path(PROFILE_DIR) / f"{name}.prof")),
+                   *cmd[3:]]
         elif PROFILE_DIR and cmd[-1] == "sink":
             full["BENCH_SINK_PROFILE"] = str(Path(PROFILE_DIR) / f"{name}.prof")
         self.proc = subprocess.Popen(cmd, env=full, cwd=ROOT, stdout=self._fh,
@@ -322,6 +337,27 @@ def _admin() -> Any:
     from kafka.admin import KafkaAdminClient
 
     return KafkaAdminClient(bootstrap_servers=KAFKA)
+
+
+def _drop_topics(prefix: str) -> None:
+    """Delete a run's topics once it is measured: every client fetches the metadata of *all*
+    topics now and then, so topics left behind by earlier runs make later runs slower (seen:
+    799 topics on a test broker; decoding their metadata took more of the worker's CPU than
+    the windows)."""
+    try:
+        admin = _admin()
+    except Exception as exc:  # the measurement is done; a leftover topic is no error
+        _log(f"could not delete the run's topics: {exc!r}")
+        return
+    try:
+        mine = [t for t in admin.list_topics()
+                if t.startswith(f"{prefix}.") or t.startswith(f"{prefix}-")]
+        if mine:
+            admin.delete_topics(mine)
+    except Exception as exc:
+        _log(f"could not delete the run's topics: {exc!r}")
+    finally:
+        admin.close()
 
 
 def _end_offsets(topics: list[str]) -> dict[Any, int]:
@@ -625,6 +661,7 @@ def run(runs: int = 3, quick: bool = False) -> Iterable[dict[str, Any]]:
                 lat.extend(got)
                 _log(f"run {i + 1}/{runs}: {len(got)} latency samples; raw consumer")
                 raw_rate = _raw_consumer(prefix, total, timeout=300 + n / 10_000)
+                _drop_topics(prefix)
                 _log(f"run {i + 1}/{runs}: raw {raw_rate:.0f} readings/s; naive agent")
                 naive_rate = _naive(log_dir, single, timeout=300 + n_naive / 500)
                 _log(f"run {i + 1}/{runs}: naive {naive_rate:.0f} readings/s")
