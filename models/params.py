@@ -55,6 +55,7 @@ class SeasonalParams:
     smooth_halflife_s: float = 45.0
     scale_floor: float = 0.02
     calibration_scale: float = 2.0
+    interpolate: bool = True
 
 
 @dataclass(frozen=True)

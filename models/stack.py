@@ -119,6 +119,7 @@ class KindModels:
             utc_offset_h=p.time.utc_offset_h,
             calibration_scale=p.seasonal.calibration_scale,
             skip=skip,
+            interpolate=p.seasonal.interpolate,
         )
         nb = table.neighbours(kind, p.spatial.neighbours, same_district=p.spatial.same_district)
         self.spatial = SpatialDetector(

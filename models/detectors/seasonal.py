@@ -7,7 +7,12 @@ For every reading the detector
    apart when ``weekly``);
 2. takes the slot's median and MAD as the baseline once the slot has ``min_count``
    observations, and until then a short-term robust level (a Holt level+trend with clipped
-   updates, half-life ``level_halflife_s``), so it is useful from the first hour;
+   updates, half-life ``level_halflife_s``), so it is useful from the first hour; with
+   ``interpolate``, the median and MAD are interpolated linearly between the centres of the
+   slot and of its nearer neighbour (the slot before or after, weekday or weekend as that
+   time falls) when both are trusted: a slot learns the median of its whole hour, so a
+   steep daily ramp (traffic falling by half between 23:00 and 24:00) would otherwise put
+   the first minutes of every slot in the tail of the slot's own distribution;
 3. computes ``z = (x - baseline) / (1.4826 MAD + floor)``, smooths it in event time
    (half-life ``smooth_halflife_s``) so a persistent shift outweighs a single noisy reading,
    standardises the smoothed value and calibrates it to [0, 1]
@@ -112,6 +117,7 @@ class SeasonalDetector(PerSensorState):
         utc_offset_h: float = 0.0,
         calibration_scale: float = 1.0,
         skip: tuple[int, ...] = (),
+        interpolate: bool = False,
     ) -> None:
         self.n_metrics = check_int("n_metrics", n_metrics, 1)
         if metrics is not None and len(metrics) != n_metrics:
@@ -132,6 +138,7 @@ class SeasonalDetector(PerSensorState):
             if not 0 <= j < n_metrics:
                 raise ValueError(f"skip must hold metric columns in [0, {n_metrics}), got {skip!r}")
         self.skip = tuple(sorted(set(skip)))
+        self.interpolate = bool(interpolate)
         self._init_ids(ids)
         n, m = len(self.ids), self.n_metrics
         n_slots = self.slots_per_day * (2 if self.weekly else 1)
@@ -168,7 +175,26 @@ class SeasonalDetector(PerSensorState):
             "utc_offset_h": self.utc_offset_h,
             "calibration_scale": self.calibration_scale,
             "skip": list(self.skip),
+            "interpolate": self.interpolate,
         }
+
+    def neighbour_slot(self, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(slot, weight) of the neighbour slot whose centre is nearer than the own slot's
+        other neighbour: the slot before in the first half of a slot, the slot after in the
+        second (weekday or weekend as that time falls), and its weight in the linear
+        interpolation between the two centres, in [0, 0.5]."""
+        length = 86400.0 / self.slots_per_day
+        local = ts + self.utc_offset_h * 3600.0
+        pos = (local - np.floor(local / 86400.0) * 86400.0) / length
+        frac = pos - np.floor(pos)
+        after = frac >= 0.5
+        other = local_slot(
+            ts + np.where(after, length, -length),
+            slots_per_day=self.slots_per_day,
+            weekly=self.weekly,
+            utc_offset_h=self.utc_offset_h,
+        )
+        return other, np.where(after, frac - 0.5, 0.5 - frac)
 
     def baseline(self, sensor: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The current expected value and sigma for sensors at times (no learning)."""
@@ -176,11 +202,16 @@ class SeasonalDetector(PerSensorState):
             ts, slots_per_day=self.slots_per_day, weekly=self.weekly, utc_offset_h=self.utc_offset_h
         )
         med = self.med[sensor, slot]
+        mad = self.mad[sensor, slot]
         warm = self.cnt[sensor, slot] >= self.min_count
+        if self.interpolate:
+            other, w = self.neighbour_slot(ts)
+            use = warm & (self.cnt[sensor, other] >= self.min_count)
+            wc = np.where(use, w[:, None], 0.0)
+            med = np.where(use, med + wc * (self.med[sensor, other] - med), med)
+            mad = np.where(use, mad + wc * (self.mad[sensor, other] - mad), mad)
         base = np.where(warm, med, self.lvl[sensor])
-        sig = np.where(
-            warm, MAD_TO_SIGMA * self.mad[sensor, slot], MEANDEV_TO_SIGMA * self.dev[sensor]
-        )
+        sig = np.where(warm, MAD_TO_SIGMA * mad, MEANDEV_TO_SIGMA * self.dev[sensor])
         return base, sig + self.scale_floor * np.abs(base) + self._floor
 
     def update(self, batch: Batch) -> DetectorResult:
@@ -197,12 +228,27 @@ class SeasonalDetector(PerSensorState):
             weekly=self.weekly,
             utc_offset_h=self.utc_offset_h,
         )
-        for r in occurrence_rounds(batch.sensor):
-            scores[r] = self._round(batch.sensor[r], batch.ts[r], batch.values[r], slots[r])
+        if self.interpolate:
+            other, w = self.neighbour_slot(batch.ts)
+            for r in occurrence_rounds(batch.sensor):
+                scores[r] = self._round(
+                    batch.sensor[r], batch.ts[r], batch.values[r], slots[r], other[r], w[r]
+                )
+        else:
+            for r in occurrence_rounds(batch.sensor):
+                scores[r] = self._round(batch.sensor[r], batch.ts[r], batch.values[r], slots[r])
         score, metric = combine_calibrate(scores, self.calibration_scale)
         return DetectorResult(score, metric)
 
-    def _round(self, s: np.ndarray, t: np.ndarray, x: np.ndarray, slot: np.ndarray) -> np.ndarray:
+    def _round(
+        self,
+        s: np.ndarray,
+        t: np.ndarray,
+        x: np.ndarray,
+        slot: np.ndarray,
+        other: np.ndarray | None = None,
+        w_other: np.ndarray | None = None,
+    ) -> np.ndarray:
         # one vectorised step for readings of distinct sensors; (sensor, slot) state is read
         # and written through a flat index (much cheaper than 2-D fancy indexing), per-sensor
         # state through slices when the round covers a range of sensors. Masks that are
@@ -288,6 +334,11 @@ class SeasonalDetector(PerSensorState):
             base = np.where(warm, med, pred)
             sig = np.where(warm, MAD_TO_SIGMA * mad, MEANDEV_TO_SIGMA * dev)
             sig += self.scale_floor * np.abs(base) + floor_abs
+        if other is not None and w_other is not None and not none_warm:
+            # the profile between slot centres: where the own slot and the neighbour are both
+            # trusted, interpolate their medians and MADs (scoring only: each slot still
+            # learns from its own readings, so msig/sabs_med above stay the own slot's)
+            base, sig = self._interpolated(s, sl, other, w_other, med, mad, base, sig, warm)
         scorable: np.ndarray | None
         if all_warm or lmin >= mc:
             scorable = None  # all True (before the missing values)
@@ -400,3 +451,42 @@ class SeasonalDetector(PerSensorState):
             else np.fmax(last, t)
         )
         return out
+
+    def _interpolated(
+        self,
+        s: np.ndarray,
+        sl: slice | None,
+        other: np.ndarray,
+        w_other: np.ndarray,
+        med: np.ndarray,
+        mad: np.ndarray,
+        base: np.ndarray,
+        sig: np.ndarray,
+        warm: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Baseline and sigma of a round with the profile interpolated towards the neighbour
+        slots ``other`` (weight ``w_other``) where both slots are trusted (``warm``: None
+        when every own slot is)."""
+        m = self.n_metrics
+        if sl is not None and bool((other == other[0]).all()):
+            oblk = int(other[0])
+            cnt_o = self._cnt_t[oblk, sl]
+            med_o = self._med_t[oblk, sl]
+            mad_o = self._mad_t[oblk, sl]
+        else:
+            fo = flat_rows(other * len(self.ids) + s, m)
+            cnt_o = self._cnt_t.reshape(-1).take(fo).reshape(-1, m)
+            med_o = self._med_t.reshape(-1).take(fo).reshape(-1, m)
+            mad_o = self._mad_t.reshape(-1).take(fo).reshape(-1, m)
+        use = cnt_o >= self.min_count
+        if warm is not None:
+            use = use & warm
+        if not bool(use.any()):
+            return base, sig
+        w = expand_cols(w_other, m)
+        base_i = med + w * (med_o - med)
+        sig_i = MAD_TO_SIGMA * (mad + w * (mad_o - mad))
+        sig_i += self.scale_floor * np.abs(base_i) + self._floor_tile[: s.shape[0]]
+        if bool(use.all()):
+            return base_i, sig_i
+        return np.where(use, base_i, base), np.where(use, sig_i, sig)

@@ -32,6 +32,15 @@ FACTORIES: dict[str, Callable[[int], Any]] = {
     "seasonal": lambda seed: SeasonalDetector(
         IDS, n_metrics=3, metrics=METRICS, min_count=5, slots_per_day=24, utc_offset_h=8.0
     ),
+    "seasonal_interp": lambda seed: SeasonalDetector(
+        IDS,
+        n_metrics=3,
+        metrics=METRICS,
+        min_count=5,
+        slots_per_day=48,
+        utc_offset_h=8.0,
+        interpolate=True,
+    ),
     "spatial": lambda seed: SpatialDetector(
         IDS,
         n_metrics=3,
