@@ -6,7 +6,9 @@ value JSON ``{"alert_id", "action": "acknowledged"|"resolved", "by", "ts"}``, ``
 time). Alerts are per worker (each holds the :class:`models.alerts.AlertManager` of the
 partitions it processes), so **every worker reads every action**: :class:`ActionFeed` is a plain
 aiokafka consumer without a group, assigned all partitions of the topic, not a Faust agent
-(a Faust agent's consumer group would split the partitions among the workers).
+(a Faust agent's consumer group would split the partitions among the workers): subscribed
+without a ``group_id``, aiokafka assigns it every partition, also ones added later (they start
+at their beginning).
 
 **Restart safety.** After each applied message the feed stores the next offset of its partition
 in ``AlertManager.action_positions``; that mapping is part of the alert snapshot, which the
@@ -92,7 +94,7 @@ class ActionFeed:
 
     def __init__(
         self, settings: Settings, alerts: AlertManager, *, ready: Callable[[], bool],
-        dead: DeadLetter | None = None, poll_ms: int = 500, refresh_s: float = 30.0,
+        dead: DeadLetter | None = None, poll_ms: int = 500,
     ) -> None:
         self.settings = settings
         self.alerts = alerts
@@ -100,7 +102,6 @@ class ActionFeed:
         self.dead = dead
         self.topic = settings.topic("actions")
         self.poll_ms = poll_ms
-        self.refresh_s = refresh_s
         self.applied = 0  # actions that changed an alert
         self.seen = 0  # messages read (applied, no-ops, deferred and bad ones)
         self.bad = 0
@@ -151,27 +152,16 @@ class ActionFeed:
             client_id="citybrain-actions",
         )
 
-    async def _assign(self, consumer: Any, known: set[int]) -> set[int]:
-        """Assign every partition of the topic (again, if partitions were added) and place
-        each at its stored position, or at its beginning."""
-        from aiokafka import TopicPartition
-
-        await consumer.topics()  # refreshes the metadata
-        parts = consumer.partitions_for_topic(self.topic) or set()
-        if not parts or parts == known:
-            return known
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
+    def _place(self, consumer: Any, tps: set[Any]) -> None:
+        """Seek the newly assigned partitions to their stored positions (the others start at
+        their beginning: no group, no committed offsets, ``auto_offset_reset`` earliest)."""
         pos = self.alerts.action_positions
         for tp in tps:
             if str(tp.partition) in pos:
                 consumer.seek(tp, pos[str(tp.partition)])
-            else:
-                await consumer.seek_to_beginning(tp)
         log.info("reading operator actions from %s: %s", self.topic,
                  ", ".join(f"{tp.partition}@{pos.get(str(tp.partition), 'start')}"
-                           for tp in tps))
-        return set(parts)
+                           for tp in sorted(tps, key=lambda tp: tp.partition)))
 
     async def run(self) -> None:
         while not self.ready():
@@ -181,20 +171,25 @@ class ActionFeed:
             consumer = self._consumer()
             try:
                 await consumer.start()
-                known: set[int] = set()
-                next_refresh = 0.0
+                # without a group_id, aiokafka assigns every partition of a subscribed topic
+                # to this consumer (and again when partitions are added)
+                consumer.subscribe([self.topic])
+                placed: set[Any] = set()
                 backoff = 1.0
                 while True:
-                    if time.monotonic() >= next_refresh:
-                        known = await self._assign(consumer, known)
-                        next_refresh = time.monotonic() + (self.refresh_s if known else 1.0)
-                    if not known:
+                    tps = set(consumer.assignment())
+                    if tps != placed:
+                        self._place(consumer, tps - placed)
+                        placed = tps
+                    if not tps:
                         await asyncio.sleep(self.poll_ms / 1000)
                         continue
                     batches = await consumer.getmany(timeout_ms=self.poll_ms)
                     for tp, msgs in sorted(batches.items(), key=lambda kv: kv[0].partition):
+                        done = self.alerts.action_positions.get(str(tp.partition), 0)
                         for m in msgs:
-                            self.apply(tp.partition, m.offset, m.key, m.value)
+                            if m.offset >= done:  # never apply a position twice
+                                self.apply(tp.partition, m.offset, m.key, m.value)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker gone, metadata errors: start over from positions
