@@ -498,27 +498,28 @@ def refresh_parts(store: Store, tables: tuple[str, ...]) -> pd.DataFrame:
     )
 
 
+_READINGS = frozenset(queries.READINGS_TABLES)
+
+
 def split_parts(parts: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple]]:
     """:func:`refresh_parts` as the readings tables' parts (``queries.readings_parts``'s
     columns) and the data version of every table: its active parts (name, modification time,
     rows, bytes), sorted. A part never changes (an insert makes a new one, a merge or a
     mutation replaces parts by new ones), so a query of a fixed moment gives the same answer
     as long as the versions of its tables are the same."""
-    table = parts["table"].to_numpy(dtype=object).astype(str)
-    cols = [parts[c].to_numpy(dtype=object).tolist() if c == "part"
-            else parts[c].to_numpy(dtype=np.int64).tolist() for c in ("part", "mtime", "rows",
-                                                                     "bytes")]
+    table = parts["table"].to_numpy(dtype=object).tolist()
+    cols = {c: parts[c].to_numpy() for c in parts.columns if c != "table"}
     by: dict[str, list[tuple]] = {}
-    for tb, *row in zip(table.tolist(), *cols, strict=True):
+    for tb, *row in zip(table, cols["part"].tolist(), cols["mtime"].tolist(),
+                        cols["rows"].tolist(), cols["bytes"].tolist(), strict=True):
         by.setdefault(tb, []).append(tuple(row))
     versions = {tb: tuple(sorted(rows)) for tb, rows in by.items()}
-    is_r = np.isin(table, np.asarray(queries.READINGS_TABLES))
-    r = parts[is_r]
+    is_r = np.fromiter((tb in _READINGS for tb in table), dtype=bool, count=len(table))
     readings = pd.DataFrame({
-        "domain": np.char.replace(table[is_r], "readings_", ""),
-        **{c: r[c].to_numpy() for c in ("part", "partition_id", "min_block", "max_block",
-                                         "max_time", "rows")}}, copy=False)
-    readings["domain"] = readings["domain"].astype(object)
+        "domain": np.array([tb[len("readings_"):] for tb, r in zip(table, is_r, strict=True)
+                            if r], dtype=object),
+        **{c: cols[c][is_r] for c in ("part", "partition_id", "min_block", "max_block",
+                                      "max_time", "rows")}}, copy=False)
     return readings, versions
 
 
