@@ -6,7 +6,8 @@ early in the stream and keep escalating. On the ``actions`` topic the test ackno
 alert and resolves D02's, then streams on: D01 never escalates again (D03, untouched, keeps
 escalating: the control), D02's alert gets no more events and the persisting condition opens a
 new alert with a new id. The worker is then SIGKILLed and restarted from its checkpoint: D01 is
-still acknowledged. The worker never emits an ``acknowledged``/``resolved`` event itself (the
+still acknowledged, and the actions' offsets came back with the alert state. A malformed action
+goes to the dead-letter topic. The worker never emits an ``acknowledged``/``resolved`` event itself (the
 dashboard's ``alert_events`` row is the record).
 
 The worker's lifecycle events are read from ``<prefix>.alerts``, the topic the sink copies
@@ -32,7 +33,7 @@ from config.city import load_city
 from config.settings import load_settings
 from models.frame import Frame, encode
 from streams.actions import Action, encode_action
-from streams.codecs import decode_table
+from streams.codecs import decode_deadletter, decode_table
 from streams.topics import ensure_topics
 from tests.conftest import ROOT, SMALL_CITY, Proc, wait_until
 from tests.streams.e2e import env as e2e_env
@@ -188,6 +189,8 @@ def test_actions_stop_escalation_resolve_and_survive_a_restart(
         act(ids["D01"], "acknowledged", 301)
         act(ids["D02"], "resolved", 301)
         act(ids["D02"], "acknowledged", 302)  # an action on a closed alert: harmless
+        meta = producer.send(settings.topic("actions"), key=b"x", value=b"{not json").get(30)
+        sent[meta.partition] = max(sent.get(meta.partition, 0), meta.offset + 1)
         wait_until(lambda: f"alert {ids['D01']} acknowledged by ops" in worker.tail(10**6)
                    and f"alert {ids['D02']} resolved by ops" in worker.tail(10**6),
                    timeout=60, what="the worker applying the actions", procs=[worker])
@@ -233,6 +236,14 @@ def test_actions_stop_escalation_resolve_and_survive_a_restart(
         for partition, offset in sent.items():
             assert f"{partition}@{offset}" in placed, (sent, placed)
         assert worker.stop() == 0, worker.tail()
+        # the bad action went to the dead-letter topic (once: its offset was checkpointed)
+        dead = KafkaConsumer(settings.topic("deadletter"), bootstrap_servers=kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+        letters = [decode_deadletter(m.value) for m in dead]
+        dead.close()
+        bad = [d for d in letters if d["reason"] == "bad_action"]
+        assert len(bad) == 1 and bad[0]["raw"] == b"{not json", letters
+        assert bad[0]["topic"] == settings.topic("actions")
     finally:
         worker.kill()
         tail.stopped.set()
