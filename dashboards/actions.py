@@ -50,7 +50,7 @@ class ActionPublisher:
     """Sends operator actions to ``<prefix>.actions`` (key the alert id, so the actions of
     one alert stay in order on one partition)."""
 
-    def __init__(self, settings: Settings, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, settings: Settings, *, timeout_s: float = 5.0) -> None:
         self.settings = settings
         self.topic = settings.topic("actions")
         self.timeout_s = timeout_s
@@ -67,6 +67,9 @@ class ActionPublisher:
             self._producer = KafkaProducer(
                 **s.kafka_common(), ssl_context=s.ssl_context(), acks="all",
                 client_id="citybrain-dashboard-actions",
+                # an operator waits on this call: fail within timeout_s when the broker is
+                # away (kafka-python's bootstrap alone waits 30 s by default)
+                bootstrap_timeout_ms=int(self.timeout_s * 1000),
                 max_block_ms=int(self.timeout_s * 1000),
                 request_timeout_ms=int(self.timeout_s * 1000),
             )
