@@ -65,15 +65,20 @@ def serve(app: Any, store: Any) -> tuple[str, Callable[[], None]]:
 
 
 @pytest.fixture(scope="module")
-def served(seeded_db: tuple[Any, str, Any], clickhouse_hostport: str) -> Iterator[Served]:
+def served(seeded_db: tuple[Any, str, Any], clickhouse_hostport: str,
+           kafka_bootstrap: str) -> Iterator[Served]:
     from config.settings import load_settings
     from dashboards.app import create_app
+    from streams.topics import ensure_topics
 
     store, db, info = seeded_db
     settings = load_settings(
         store="clickhouse", clickhouse_url=f"clickhouse://{clickhouse_hostport}/{db}",
         dashboard_refresh_s=1.0, dashboard_stale_s=3600.0,
+        # operator actions go to this test's own actions topic on the real broker
+        kafka_bootstrap=kafka_bootstrap, topic_prefix=db,
     )
+    ensure_topics(settings)
     app = create_app(store, settings)
     url, stop = serve(app, store)
     yield Served(url, app, store, db, info)

@@ -91,3 +91,87 @@ def test_unreachable_broker_is_reported_and_the_row_is_still_written(
     text = failure_text(err.value, "en")
     assert "NOT sent" in text and str(err.value) in text
     assert "未能发送" in failure_text(err.value, "zh")
+
+
+class _Forwarder:
+    """A TCP forwarder on ``port`` to the real broker, started late: until then nothing
+    listens there (a broker that is away), afterwards a client bootstraps through it and then
+    talks to the broker's advertised address."""
+
+    def __init__(self, port: int, target: str) -> None:
+        import socket
+        import threading
+
+        host, _, tport = target.rpartition(":")
+        self.target = (host, int(tport))
+        self.srv = socket.create_server(("127.0.0.1", port))
+        self.srv.settimeout(0.2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _pipe(self, a, b) -> None:  # type: ignore[no-untyped-def]
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                s.close()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.stop.is_set():
+            try:
+                c, _ = self.srv.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            c.settimeout(None)
+            u = socket.create_connection(self.target)
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.srv.close()
+
+
+@pytest.mark.services
+def test_unsent_actions_are_retried_in_order_when_the_broker_is_back(
+    server_store, kafka_bootstrap: str, unique: str  # type: ignore[no-untyped-def]
+) -> None:
+    import time
+
+    port = free_port()
+    settings = load_settings(kafka_bootstrap=f"127.0.0.1:{port}", topic_prefix=unique)
+    ensure_topics(load_settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=unique))
+    aid = f"D01:traffic:{T0}"
+    _open_alert(server_store, aid)
+    publisher = ActionPublisher(settings, timeout_s=2.0, retry_s=0.5)
+    fwd = None
+    try:
+        with pytest.raises(ActionPublishError):
+            record_action(server_store, aid, "acknowledged", "alice", publisher)
+        with pytest.raises(ActionPublishError):  # queued behind the first, not overtaking it
+            record_action(server_store, aid, "resolved", "bob", publisher)
+        assert publisher.pending() == 2
+        fwd = _Forwarder(port, kafka_bootstrap)  # the broker is back
+        deadline = time.monotonic() + 60
+        while publisher.pending() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert publisher.pending() == 0
+    finally:
+        publisher.close()
+        if fwd is not None:
+            fwd.close()
+    consumer = KafkaConsumer(settings.topic("actions"), bootstrap_servers=kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=15000)
+    got = [decode_action(m.value) for m in consumer]
+    consumer.close()
+    assert [(a.alert_id, a.action, a.by) for a in got] == [
+        (aid, "acknowledged", "alice"), (aid, "resolved", "bob")]

@@ -126,7 +126,8 @@ def test_drill_down_district_then_sensor(browser: Any, served: Served) -> None:
              what="back on the overview")
 
 
-def test_acknowledge_persists_across_reload(browser: Any, served: Served) -> None:
+def test_acknowledge_persists_across_reload(browser: Any, served: Served,
+                                           kafka_bootstrap: str) -> None:
     _load_overview(browser, served)
 
     def acknowledge_first() -> str | None:
@@ -146,6 +147,7 @@ def test_acknowledge_persists_across_reload(browser: Any, served: Served) -> Non
     alert_id = wait_for(browser, acknowledge_first, what="an alert to acknowledge")
     sel = f"[id='alert-{alert_id}'] .alert-state"
     wait_for(browser, lambda: "acknowledged" in text_of(browser, sel), what="the ack to show")
+    assert "NOT sent" not in text_of(browser, "#action-msg")  # the callback's answer is in
     browser.refresh()
     wait_for(browser, lambda: "acknowledged" in text_of(browser, sel),
              what="the ack after a reload")
@@ -153,6 +155,16 @@ def test_acknowledge_persists_across_reload(browser: Any, served: Served) -> Non
         f"SELECT event, actor FROM alert_events WHERE alert_id = '{alert_id}' "
         "AND event = 'acknowledged'")
     assert rows["actor"].tolist() == ["demo"]
+    # ... and it reached the workers' actions topic
+    from kafka import KafkaConsumer
+
+    from streams.actions import decode_action
+
+    consumer = KafkaConsumer(f"{served.db}.actions", bootstrap_servers=kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=10000)
+    sent = [decode_action(m.value) for m in consumer]
+    consumer.close()
+    assert [(a.alert_id, a.action, a.by) for a in sent] == [(alert_id, "acknowledged", "demo")]
 
 
 def test_language_switch(browser: Any, served: Served) -> None:
