@@ -468,6 +468,7 @@ class SeasonalDetector(PerSensorState):
         slots ``other`` (weight ``w_other``) where both slots are trusted (``warm``: None
         when every own slot is)."""
         m = self.n_metrics
+        mc = self.min_count
         if sl is not None and bool((other == other[0]).all()):
             oblk = int(other[0])
             cnt_o = self._cnt_t[oblk, sl]
@@ -478,15 +479,18 @@ class SeasonalDetector(PerSensorState):
             cnt_o = self._cnt_t.reshape(-1).take(fo).reshape(-1, m)
             med_o = self._med_t.reshape(-1).take(fo).reshape(-1, m)
             mad_o = self._mad_t.reshape(-1).take(fo).reshape(-1, m)
-        use = cnt_o >= self.min_count
-        if warm is not None:
-            use = use & warm
-        if not bool(use.any()):
+        # (uniform masks from the counters' min/max, as in the round)
+        if int(cnt_o.max()) < mc:
             return base, sig
-        w = expand_cols(w_other, m)
+        use: Any = None if int(cnt_o.min()) >= mc else cnt_o >= mc
+        if warm is not None:
+            use = warm if use is None else use & warm
+        # one interpolation weight per round when its readings share a time (a sweep)
+        w0 = float(w_other[0])
+        w: Any = w0 if bool((w_other == w0).all()) else expand_cols(w_other, m)
         base_i = med + w * (med_o - med)
         sig_i = MAD_TO_SIGMA * (mad + w * (mad_o - mad))
         sig_i += self.scale_floor * np.abs(base_i) + self._floor_tile[: s.shape[0]]
-        if bool(use.all()):
+        if use is None:
             return base_i, sig_i
         return np.where(use, base_i, base), np.where(use, sig_i, sig)
