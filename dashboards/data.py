@@ -1055,6 +1055,12 @@ class SnapshotCache:
                 self._items.pop(oldest, None)
             return snap
 
+    def peek(self, key: Any) -> Snapshot | None:
+        """The snapshot kept under ``key``, however old (``None`` if none): nothing built."""
+        with self._lock:
+            hit = self._items.get(key)
+        return hit[1] if hit is not None else None
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
