@@ -207,7 +207,7 @@ def _changelog_case(bootstrap: str, prefix: str) -> tuple[str, dict[int, dict[by
         for p in range(4):
             for i in range(5):
                 key = f"GW-{p}-{i}".encode()
-                value = f"v{version}".encode() * (30_000 if (p, i) == (1, 4) else 1)
+                value: bytes | None = f"v{version}".encode() * (30_000 if (p, i) == (1, 4) else 1)
                 if (p, i, version) == (2, 3, 2):
                     value = None  # deleted at the end
                 producer.send(topic, key=key, value=value, partition=p)
