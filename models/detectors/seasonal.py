@@ -490,7 +490,7 @@ class SeasonalDetector(PerSensorState):
         w: Any = w0 if bool((w_other == w0).all()) else expand_cols(w_other, m)
         base_i = med + w * (med_o - med)
         sig_i = MAD_TO_SIGMA * (mad + w * (mad_o - mad))
-        sig_i += self.scale_floor * np.abs(base_i) + self._floor_tile[: s.shape[0]]
+        sig_i += self.scale_floor * np.abs(base_i) + self.__dict__["_floor_tile"][: s.shape[0]]
         if use is None:
             return base_i, sig_i
         return np.where(use, base_i, base), np.where(use, sig_i, sig)
