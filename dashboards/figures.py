@@ -8,6 +8,7 @@ coloured by status, active incidents as markers at their sensors' centre.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,7 @@ def city_map(
     s = geo.sensors
     mask = np.ones(len(s), dtype=bool) if not keep_d else s["district"].isin(keep_d).to_numpy()
     x_all, y_all, ids_all = geo.sensor_x, geo.sensor_y, geo.sensor_ids
+    values_all = _SENSOR_TEXT.get(snap.value, snap.score, lang)
     for code, name in enumerate(("status_ok", "status_anomalous", "status_faulty",
                                  "status_silent")):
         idx = np.flatnonzero(mask & (snap.status == code))
@@ -116,7 +118,7 @@ def city_map(
             "marker": {"size": 4 if code == 0 else 7, "color": STATUS_COLOURS[code],
                        "opacity": 0.75 if code == 0 else 1.0},
             "customdata": ids_all[idx], "hovertext": geo.sensor_hover[idx],
-            "text": _sensor_values(idx, snap, lang),
+            "text": values_all[idx],
             "hovertemplate": "<b>%{customdata}</b> %{hovertext}<br>%{text}<extra></extra>",
             "name": f"{t(name, lang)} ({idx.size:,})",
         })
@@ -190,7 +192,7 @@ def _layout() -> dict[str, Any]:
             "margin": {"l": 0, "r": 0, "t": 0, "b": 0}}
 
 
-def _sensor_values(idx: np.ndarray, snap: Any, lang: str) -> np.ndarray:
+def _sensor_values(value: np.ndarray, score: np.ndarray, lang: str) -> np.ndarray:
     """The changing part of each sensor's hover text: its value and score (plain text; the
     id, kind and district come from the trace's other per-point arrays).
 
@@ -200,9 +202,45 @@ def _sensor_values(idx: np.ndarray, snap: Any, lang: str) -> np.ndarray:
     out = [
         ("" if v != v else f"{vl}{v:.1f}") + ("" if s != s else
                                                f"{' · ' if v == v else ''}{sl}{s:.2f}")
-        for v, s in zip(snap.value[idx].tolist(), snap.score[idx].tolist(), strict=True)
+        for v, s in zip(value.tolist(), score.tolist(), strict=True)
     ]
     return np.asarray(out, dtype=str)
+
+
+class SensorText:
+    """:func:`_sensor_values` of every sensor, formatted again only where a value or score
+    changed since the last map of the same language (a sensor's window mean changes when one
+    of its readings arrives: between two refreshes, for a fraction of the sensors)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, value: np.ndarray, score: np.ndarray, lang: str) -> np.ndarray:
+        value = np.asarray(value, dtype=np.float64)
+        score = np.asarray(score, dtype=np.float64)
+        with self._lock:
+            last = self._last.get(lang)
+        if last is None or len(last[0]) != len(value):
+            text = _sensor_values(value, score, lang)
+        else:
+            lv, ls, lt = last
+            same = (((value == lv) | (np.isnan(value) & np.isnan(lv)))
+                    & ((score == ls) | (np.isnan(score) & np.isnan(ls))))
+            changed = np.flatnonzero(~same)
+            if not changed.size:
+                text = lt
+            else:
+                fresh = _sensor_values(value[changed], score[changed], lang)
+                # a fixed-width string array: widen it before longer strings go in
+                text = lt.astype(np.promote_types(lt.dtype, fresh.dtype))
+                text[changed] = fresh
+        with self._lock:
+            self._last[lang] = (value.copy(), score.copy(), text)
+        return text
+
+
+_SENSOR_TEXT = SensorText()
 
 
 def _alpha(hex_colour: str, a: float) -> str:

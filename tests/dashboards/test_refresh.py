@@ -295,3 +295,46 @@ def test_district_max_aqi_equals_the_stations_aqi() -> None:
         assert np.array_equal(got, want), standard
         assert got[3] == -1.0 and got[-1] == -1.0
         assert len(set(got.tolist())) >= 6, got  # districts of different levels
+
+
+def test_sensor_hover_text_formats_only_changed_sensors() -> None:
+    """The map's per-sensor value text, kept between maps and formatted again only where a
+    value or score changed, equals formatting every sensor (NaN both ways, longer texts)."""
+    from dashboards import figures
+    from dashboards.figures import SensorText
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    value = np.round(rng.gamma(2.0, 20.0, n), 3)
+    score = rng.random(n)
+    value[rng.random(n) < 0.2] = np.nan
+    score[rng.random(n) < 0.5] = np.nan
+    kept = SensorText()
+    calls: list[int] = []
+    real = figures._sensor_values
+
+    def counted(v: np.ndarray, s: np.ndarray, lang: str) -> np.ndarray:
+        calls.append(len(v))
+        return real(v, s, lang)
+
+    figures._sensor_values = counted  # type: ignore[assignment]
+    try:
+        for step in range(6):
+            for lang in ("en", "zh"):
+                calls.clear()
+                got = kept.get(value, score, lang)
+                assert (got == real(value, score, lang)).all(), (step, lang)
+                if step:
+                    assert calls and calls[0] <= 300, calls  # only the changed sensors
+            change = rng.choice(n, 100, replace=False)
+            value[change[:40]] = rng.gamma(2.0, 20.0, 40)
+            value[change[40:50]] = np.nan  # went silent
+            value[change[50:60]] = 1e9 + rng.random(10)  # a longer text than any before
+            score[change[60:]] = np.where(rng.random(40) < 0.5, np.nan, rng.random(40))
+        kept.get(value, score, "en")
+        calls.clear()
+        again = kept.get(value, score, "en")
+        assert calls == []  # nothing changed: nothing formatted
+        assert (again == real(value, score, "en")).all()
+    finally:
+        figures._sensor_values = real  # type: ignore[assignment]
