@@ -178,6 +178,15 @@ class SeasonalDetector(PerSensorState):
             "interpolate": self.interpolate,
         }
 
+    def restore(self, snap: dict[str, Any]) -> None:
+        """As :meth:`PerSensorState.restore`; ``interpolate`` changes scoring only (the learned
+        state is the same either way), so a snapshot taken with the other setting, or before
+        the setting existed, restores warm."""
+        p = snap.get("params")
+        if isinstance(p, dict) and p.get("interpolate") != self.interpolate:
+            snap = {**snap, "params": {**p, "interpolate": self.interpolate}}
+        super().restore(snap)
+
     def neighbour_slot(self, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(slot, weight) of the neighbour slot whose centre is nearer than the own slot's
         other neighbour: the slot before in the first half of a slot, the slot after in the

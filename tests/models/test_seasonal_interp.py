@@ -112,3 +112,23 @@ def test_neighbour_slot_crosses_day_type() -> None:
     other, w = det.neighbour_slot(ts)
     assert other.tolist() == [24, 47, 13, 11]
     assert np.allclose(w, [0.25, 0.5 - 10 / 60, 0.0, 0.25])
+
+
+def test_snapshot_without_interpolation_restores_warm() -> None:
+    """``interpolate`` changes scoring only: a snapshot taken with the constant profile (or by
+    code from before the setting, without the key) restores into an interpolating detector,
+    which then scores as one that interpolated all along once its smoothed z (the only
+    scoring state) has forgotten the other history (half-life 45 s)."""
+    t, x = _ramp_days(2, n=4)
+    cut = t < MONDAY + 86400 + 22.5 * 3600
+    a, b = _det(False, 4), _det(True, 4)
+    _scores(a, t[cut], x[cut])
+    _scores(b, t[cut], x[cut])
+    snap = a.snapshot()
+    old = {**snap, "params": {k: v for k, v in snap["params"].items() if k != "interpolate"}}
+    for s in (snap, old):
+        c = _det(True, 4)
+        c.restore(s)
+        assert np.array_equal(c.med, b.med, equal_nan=True)
+    sc, sb = _scores(c, t[~cut], x[~cut]), _scores(b, t[~cut], x[~cut])
+    assert np.allclose(sc[60:], sb[60:], rtol=0.0, atol=1e-9)
