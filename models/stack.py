@@ -105,21 +105,8 @@ class KindModels:
         g = table.members[kind]
         p = params
         skip = tuple(self.metrics.index(x) for x in SKIP_METRICS.get(kind, ()))
-        self.seasonal = SeasonalDetector(
-            ids,
-            n_metrics=m,
-            metrics=self.metrics,
-            slots_per_day=p.seasonal.slots_per_day,
-            weekly=p.seasonal.weekly,
-            min_count=p.seasonal.min_count,
-            learning_rate=p.seasonal.learning_rate,
-            level_halflife_s=p.seasonal.level_halflife_s,
-            smooth_halflife_s=p.seasonal.smooth_halflife_s,
-            scale_floor=p.seasonal.scale_floor,
-            utc_offset_h=p.time.utc_offset_h,
-            calibration_scale=p.seasonal.calibration_scale,
-            skip=skip,
-            interpolate=p.seasonal.interpolate,
+        self.seasonal = SeasonalDetector.from_params(
+            ids, p, n_metrics=m, metrics=self.metrics, skip=skip
         )
         nb = table.neighbours(kind, p.spatial.neighbours, same_district=p.spatial.same_district)
         self.spatial = SpatialDetector(

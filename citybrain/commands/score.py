@@ -106,20 +106,7 @@ def run(args: argparse.Namespace) -> int:
     t = np.asarray(ts, dtype=np.float64)
     v = np.asarray(vals, dtype=np.float64)
     order = np.argsort(t, kind="stable")
-    sp = params.seasonal
-    det = SeasonalDetector(
-        ["series"],
-        n_metrics=1,
-        slots_per_day=sp.slots_per_day,
-        weekly=sp.weekly,
-        min_count=sp.min_count,
-        learning_rate=sp.learning_rate,
-        level_halflife_s=sp.level_halflife_s,
-        smooth_halflife_s=sp.smooth_halflife_s,
-        scale_floor=sp.scale_floor,
-        utc_offset_h=params.time.utc_offset_h,
-        calibration_scale=sp.calibration_scale,
-    )
+    det = SeasonalDetector.from_params(["series"], params, n_metrics=1)
     scores = np.empty(t.shape[0])
     for a in range(0, t.shape[0], CHUNK):
         idx = order[a : a + CHUNK]

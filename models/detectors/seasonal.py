@@ -101,6 +101,23 @@ class SeasonalDetector(PerSensorState):
         "last_ts",
     )
 
+    @classmethod
+    def from_params(
+        cls, ids: Any, params: Any, *, n_metrics: int, metrics: tuple[str, ...] | None = None,
+        skip: tuple[int, ...] = (),
+    ) -> SeasonalDetector:
+        """The detector as configured (``params``: :class:`models.params.ModelParams`): the one
+        place that maps the ``seasonal`` and ``time`` settings to it, used by the model stack
+        and by ``citybrain score``, so the two cannot drift apart."""
+        sp = params.seasonal
+        return cls(
+            ids, n_metrics=n_metrics, metrics=metrics, slots_per_day=sp.slots_per_day,
+            weekly=sp.weekly, min_count=sp.min_count, learning_rate=sp.learning_rate,
+            level_halflife_s=sp.level_halflife_s, smooth_halflife_s=sp.smooth_halflife_s,
+            scale_floor=sp.scale_floor, utc_offset_h=params.time.utc_offset_h,
+            calibration_scale=sp.calibration_scale, skip=skip, interpolate=sp.interpolate,
+        )
+
     def __init__(
         self,
         ids: Any,
