@@ -3,7 +3,7 @@
 Both paths feed the recording's frames, in order and in the same *model batches* (about
 ``MODEL_BATCH_READINGS`` readings, cut at tick boundaries), to the stream processor the workers
 run (:func:`streams.app.build_processor`), and store what the sink would store: the valid
-frames' readings (:func:`streams.sink.frame_rows`) and the derived outputs (indicators,
+frames' readings (:func:`streams.sink.frames_table`) and the derived outputs (indicators,
 anomalies, sensor health, district risk, alert events). Inserts are columnar (numpy) and run in
 a background thread (:class:`Inserter`), so ClickHouse works while Python decodes and scores.
 
@@ -175,10 +175,11 @@ def load_frames(
     it) and not handed to the processor (which would only dead-letter it again)."""
     from models.frame import decode
     from streams.processor import Message
-    from streams.sink import rows_of_frame
+    from streams.sink import frames_table
 
     out = Loaded()
     raw = TableRows()
+    by_domain: dict[str, list[Any]] = defaultdict(list)
     msgs = []
     for domain, gateway, n, value in frames:
         try:  # decoded and validated once, for the raw rows and the processor
@@ -187,12 +188,14 @@ def load_frames(
         except Exception as exc:  # FrameError: counted like the sink does
             out.dead[getattr(exc, "reason", "invalid")] += 1
             continue
-        raw.add(*rows_of_frame(frame))
+        by_domain[domain].append(frame)
         out.readings += n
         if processor is not None:
             msgs.append(Message(topic_of(domain), 0, offset, gateway.encode(), value,
                                 decoded=(frame, idx)))
         offset += 1
+    for domain_frames in by_domain.values():  # one wide-table block per domain, as the sink
+        raw.add(*frames_table(domain_frames))
     out.rows = raw.take()
     for _, cols in out.rows:
         days = np.unique(cols["ts"].astype("datetime64[D]"))

@@ -21,9 +21,8 @@ import threading
 from collections import deque
 from typing import Any
 
-import orjson
-
 from config.settings import Settings
+from models.alerts import ACTIONS, Action, encode_action
 
 log = logging.getLogger("citybrain.dashboard.actions")
 
@@ -34,12 +33,6 @@ _FAILED = {
     "zh": "已在本屏幕保存，但尚未能发送给流处理节点（Kafka：{error}），后台将自动重试。在此之前它们"
           "可能继续升级或更新此告警。如持续出现，请通知管理员。",
 }
-
-
-def encode(alert_id: str, action: str, by: str, ts: float) -> bytes:
-    """The wire format ``streams.actions.decode_action`` reads (the dashboard does not import
-    ``streams``; tests/dashboards/test_actions.py decodes with it)."""
-    return orjson.dumps({"alert_id": alert_id, "action": action, "by": by, "ts": float(ts)})
 
 
 class ActionPublishError(Exception):
@@ -89,7 +82,7 @@ class ActionPublisher:
 
     def _send(self, alert_id: str, action: str, by: str, ts: float) -> Any:
         fut = self._get().send(self.topic, key=alert_id.encode(),
-                               value=encode(alert_id, action, by, ts))
+                               value=encode_action(Action(alert_id, action, by, ts)))
         return fut.get(timeout=self.timeout_s)
 
     def _flush_locked(self) -> None:
@@ -109,7 +102,7 @@ class ActionPublisher:
     def publish(self, alert_id: str, action: str, by: str, ts: float) -> None:
         """Send one action and wait until Kafka holds it. On failure raises
         ActionPublishError and keeps the action in the outbox for the retry thread."""
-        if action not in ("acknowledged", "resolved"):
+        if action not in ACTIONS:
             raise ValueError(f"action must be acknowledged or resolved, got {action!r}")
         with self._lock:
             if len(self._pending) >= self.max_pending:

@@ -37,11 +37,13 @@ clock: time is the event time the caller passes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from models.base import ModelsError, check_int, check_positive, check_range
 
@@ -52,6 +54,42 @@ MAX_SENSORS = 50
 MAX_DEFERRED = 256  # actions kept for alerts not open (yet)
 ACTIONS = (ACKNOWLEDGED, RESOLVED)
 MAX_HISTORY = 1000  # resolved alerts kept in memory (newest)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    alert_id: str
+    action: str  # "acknowledged" or "resolved"
+    by: str
+    ts: float  # event time of the action (epoch s)
+
+
+def encode_action(a: Action) -> bytes:
+    return orjson.dumps({"alert_id": a.alert_id, "action": a.action, "by": a.by, "ts": a.ts})
+
+
+def decode_action(raw: bytes | None) -> Action:
+    """Parse an actions-topic message (the wire format of operator actions, shared by the
+    dashboard that sends them and the workers that apply them, as ``models.frame`` is for
+    readings); ``ValueError`` naming what is wrong."""
+    if raw is None:
+        raise ValueError("empty message")
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"expected an object, got {type(d).__name__}")
+    alert_id, action, by, ts = d.get("alert_id"), d.get("action"), d.get("by"), d.get("ts")
+    if not isinstance(alert_id, str) or not alert_id:
+        raise ValueError(f"alert_id must be a non-empty string, got {alert_id!r}")
+    if action not in ACTIONS:
+        raise ValueError(f"action must be acknowledged or resolved, got {action!r}")
+    if not isinstance(by, str):
+        raise ValueError(f"by must be a string, got {by!r}")
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        raise ValueError(f"ts must be a finite number, got {ts!r}")
+    return Action(alert_id, str(action), by, float(ts))
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,53 +33,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from config.settings import Settings
-from models.alerts import ACTIONS, AlertManager
+from models.alerts import Action, AlertManager, decode_action, encode_action
 from streams.codecs import encode_deadletter
 
+__all__ = ["Action", "ActionFeed", "decode_action", "encode_action"]
+
 log = logging.getLogger("citybrain.actions")
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    alert_id: str
-    action: str  # "acknowledged" or "resolved"
-    by: str
-    ts: float  # event time of the action (epoch s)
-
-
-def encode_action(a: Action) -> bytes:
-    return orjson.dumps({"alert_id": a.alert_id, "action": a.action, "by": a.by, "ts": a.ts})
-
-
-def decode_action(raw: bytes | None) -> Action:
-    """Parse an actions-topic message; ``ValueError`` naming what is wrong."""
-    if raw is None:
-        raise ValueError("empty message")
-    try:
-        d = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(d, dict):
-        raise ValueError(f"expected an object, got {type(d).__name__}")
-    alert_id, action, by, ts = d.get("alert_id"), d.get("action"), d.get("by"), d.get("ts")
-    if not isinstance(alert_id, str) or not alert_id:
-        raise ValueError(f"alert_id must be a non-empty string, got {alert_id!r}")
-    if action not in ACTIONS:
-        raise ValueError(f"action must be acknowledged or resolved, got {action!r}")
-    if not isinstance(by, str):
-        raise ValueError(f"by must be a string, got {by!r}")
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-        raise ValueError(f"ts must be a finite number, got {ts!r}")
-    return Action(alert_id, str(action), by, float(ts))
 
 
 DeadLetter = Callable[[bytes | None, bytes], Awaitable[Any]]

@@ -179,8 +179,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     ctx: dict[str, Any] = {
         "stream": None, "last_checkpoint": time.monotonic(), "checkpoint_s": 0.0, "city": False,
         "owned": set(),  # (topic, partition) assigned to this worker
-        "generation": 0,
-        "city_read": False,  # the __city__ record was looked up in the changelog  # assignments seen (start_positions drops a restore of an older one)
+        "generation": 0,  # assignments seen (start_positions drops a restore of an older one)
+        "city_read": False,  # the __city__ record was looked up in the changelog
     }
     offsets: dict[tuple[str, int], int] = {}
     last_seen: dict[tuple[str, int], int] = {}  # per partition, the last offset processed

@@ -31,7 +31,7 @@ from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 
-from config.city import City, load_city
+from config.city import load_city
 from config.domains import DOMAIN_METRICS
 from config.settings import Settings
 from models.frame import Frame, FrameError, decode
@@ -129,36 +129,12 @@ class _Buffer(TableRows):
         self.produced_at = []
 
 
-def frame_rows(
-    raw: bytes, max_bytes: int, city: City | CityValidator
-) -> tuple[str, dict[str, np.ndarray]]:
-    """A valid readings frame as (table, columns) for its domain's wide table.
-
-    Invalid frames raise :class:`FrameError`: the worker dead-letters them, so the sink stores
-    exactly the readings the worker accepted (late readings included: raw data is the record).
-    """
-    f = decode(raw, max_bytes=max_bytes)
-    (city if isinstance(city, CityValidator) else CityValidator(city))(f)
-    return rows_of_frame(f)
-
-
-def rows_of_frame(f: Frame) -> tuple[str, dict[str, np.ndarray]]:
-    """A decoded, validated frame as (table, columns) for its domain's wide table."""
-    n = len(f)
-    cols: dict[str, np.ndarray] = {
-        "ts": np.floor(f.ts).astype("datetime64[s]"),
-        "sensor_id": f.sensor_id.astype(object),
-        "gateway": np.full(n, f.gateway, dtype=object),
-        "seq": f.seq.astype(np.uint64),
-    }
-    for m in DOMAIN_METRICS[f.domain]:
-        cols[m] = f.metrics[m] if m in f.metrics else np.full(n, np.nan)
-    return f"readings_{f.domain}", cols
-
-
 def frames_table(frames: list[Frame]) -> tuple[str, dict[str, np.ndarray]]:
-    """Decoded, validated frames of one domain as the columns of its wide table: the rows of
-    :func:`rows_of_frame` of each frame, in order, built with one numpy call per column."""
+    """Decoded, validated frames of one domain as the columns of its wide table (``ts``,
+    ``sensor_id``, ``gateway``, ``seq`` and every metric of the domain; the metrics of the
+    domain's other sensor kinds NaN), the frames' rows in order, one numpy call per column.
+    Invalid frames must have been left out (the worker dead-letters them, so the sink stores
+    exactly the readings the worker accepted, late ones included: raw data is the record)."""
     domain = frames[0].domain
     lens = np.fromiter((len(f) for f in frames), np.int64, len(frames))
     total = int(lens.sum())
@@ -411,7 +387,7 @@ class Sink:
                         raise FrameError("tombstone", "message without a value")
                     frame: Frame | None = None
                     if tp.topic in self._readings_topics:
-                        # same checks as frame_rows; the columns are built per flush
+                        # the worker's checks; the columns are built per flush
                         frame = decode(rec.value, max_bytes=self.settings.max_frame_bytes)
                         self.validator(frame)
                     elif tp.topic == self._indicators_topic:

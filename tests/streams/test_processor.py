@@ -378,7 +378,20 @@ def test_sink_builds_the_same_readings_columns_per_flush_as_per_frame():
     the domain's other sensor kinds are NaN."""
     from config.domains import DOMAIN_METRICS, KINDS
     from models.frame import Frame
-    from streams.sink import concat, frames_table, rows_of_frame
+    from streams.sink import concat, frames_table
+
+    def rows_of_frame(f: Frame) -> tuple[str, dict[str, np.ndarray]]:
+        """One frame's rows, column by column (the sink's way before frames_table)."""
+        n = len(f)
+        cols: dict[str, np.ndarray] = {
+            "ts": np.floor(f.ts).astype("datetime64[s]"),
+            "sensor_id": f.sensor_id.astype(object),
+            "gateway": np.full(n, f.gateway, dtype=object),
+            "seq": f.seq.astype(np.uint64),
+        }
+        for m in DOMAIN_METRICS[f.domain]:
+            cols[m] = f.metrics[m] if m in f.metrics else np.full(n, np.nan)
+        return f"readings_{f.domain}", cols
 
     rng = np.random.default_rng(3)
     frames = []
