@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     state_snapshot_s: float = Field(
         5.0, gt=0, le=3600, description="worker checkpoint interval (state table + acks)"
     )
+    worker_restore_delay_s: float = Field(
+        0.0, ge=0, le=600,
+        description="fault injection for tests: wait this long before each read of the state "
+        "changelog, as a slow broker would (0 in production)",
+    )
     sink_max_buffer_rows: int = Field(
         200_000, ge=1000, le=100_000_000,
         description="the sink stops fetching while it holds this many rows",

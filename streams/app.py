@@ -372,6 +372,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         t0 = time.perf_counter()
         while True:
             try:
+                if settings.worker_restore_delay_s:  # fault injection (tests only)
+                    log.warning("restore of changelog partitions %s delayed %.1f s (test fault)",
+                                sorted(wanted), settings.worker_restore_delay_s)
+                    await asyncio.sleep(settings.worker_restore_delay_s)
                 await changelog.maybe_declare()
                 got = await read_changelog(settings, changelog_name, wanted, deadline)
                 break
