@@ -121,7 +121,7 @@ def test_migration_fills_dash_tables_from_existing_data(
     old = tmp_path / "ddl"
     old.mkdir()
     for m in migrations():
-        if m.version != 5:
+        if m.version < 5:  # later migrations (011's views read the dash tables) need 005
             shutil.copy(m.path, old / m.path.name)
     for backend in ("server", "chdb"):
         s = _open(backend, request, unique + backend[0])
@@ -129,7 +129,7 @@ def test_migration_fills_dash_tables_from_existing_data(
             assert 5 not in apply_schema(s, ddl_dir=old)
             load_dimensions(s, default_city)
             _load(s, default_city)
-            assert apply_schema(s, ddl_dir=DDL_DIR) == [5]
+            assert apply_schema(s, ddl_dir=DDL_DIR)[0] == 5
             _assert_equal_to_rollup(s)
             # a row stored in the second the view was created may count twice: wait it out
             time.sleep(1.1)
