@@ -141,3 +141,51 @@ def test_emit_gives_the_bits_of_a_loop_over_buckets(seed, n_sensors, n_metrics, 
         ends, idx, means = w.emit()
         got = [(float(e), int(i), m.tobytes()) for e, i, m in zip(ends, idx, means, strict=True)]
         assert got == want
+
+
+def _loop_add(buckets, n_sensors, n_metrics, step, idx, ts, vals, keys):
+    """Fresh readings into step buckets with one ``np.add.at`` per bucket (the code
+    ``GatewayWindows._count`` replaced): the bits and the dict order it must reproduce."""
+    starts = (np.floor(ts / step) * step).astype(np.int64)
+    for b in np.unique(starts):
+        sel = starts == b
+        bucket = buckets.get(int(b))
+        if bucket is None:
+            bucket = (np.zeros((n_sensors, n_metrics)), np.zeros(n_sensors, dtype=np.int64),
+                      np.empty(0, dtype=np.int64))
+        s, c, k = bucket
+        np.add.at(s, idx[sel], vals[sel])
+        np.add.at(c, idx[sel], 1)
+        buckets[int(b)] = (s, c, np.concatenate([k, keys[sel]]))
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 10**6), n_sensors=st.integers(1, 30), n_metrics=st.integers(1, 4),
+       span=st.sampled_from([30.0, 300.0, 900.0, 20000.0]), ordered=st.booleans(),
+       scale=st.sampled_from([1.0, 1e8, 1e-8]))
+def test_add_gives_the_bits_of_one_add_at_per_bucket(seed, n_sensors, n_metrics, span, ordered,
+                                                     scale):
+    rng = np.random.default_rng(seed)
+    w = GatewayWindows(n_sensors=n_sensors, n_metrics=n_metrics, window_s=WINDOW, step_s=STEP,
+                       lateness_s=10**6)  # nothing late: every reading reaches the buckets
+    ref: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    t, seq = 1e9, 0
+    for _ in range(12):
+        k = int(rng.integers(1, 200))
+        ts = t + rng.uniform(-100, span, k)
+        if ordered:
+            ts = np.sort(ts)
+        t = float(ts.max())
+        idx = rng.integers(0, n_sensors, k)
+        seqs = np.arange(seq, seq + k)
+        seq += k
+        vals = rng.normal(size=(k, n_metrics)) * scale
+        late = w.add(idx, ts, seqs, vals)
+        assert not late.any()
+        keys = (idx.astype(np.int64) << 40) | seqs
+        _loop_add(ref, n_sensors, n_metrics, STEP, idx, ts, vals, keys)
+        assert list(w.buckets) == list(ref)  # same order: emit sums in dict order
+        for b, (s, c, kk) in ref.items():
+            s2, c2, kk2 = w.buckets[b]
+            assert s2.tobytes() == s.tobytes() and np.array_equal(c2, c)
+            assert np.array_equal(kk2, kk)
