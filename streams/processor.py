@@ -355,6 +355,8 @@ class Processor:
         touched: set[str] = set()
         # kind -> lists of (global sensor index, ts, values, seq) for one models.update per kind
         per_kind: dict[str, list[tuple[np.ndarray, ...]]] = defaultdict(list)
+        tp_names: dict[tuple[str, int], str] = {}
+        max_ts: Any = -np.inf
         for msg in messages:
             try:
                 if not isinstance(msg.value, (bytes, bytearray)):
@@ -373,7 +375,9 @@ class Processor:
             g = self.city.gateway_index[frame.gateway]
             w = self._gateway_windows(frame.gateway)  # restores a checkpoint on first sight
             pos = self.positions.setdefault(frame.gateway, {})
-            tp = f"{msg.topic}:{msg.partition}"
+            tp = tp_names.get((msg.topic, msg.partition))
+            if tp is None:
+                tp = tp_names[(msg.topic, msg.partition)] = f"{msg.topic}:{msg.partition}"
             if msg.offset <= pos.get(tp, -1):
                 # redelivered after a restart or rebalance: the restored state already holds it
                 self.skipped += 1
@@ -383,8 +387,9 @@ class Processor:
             values = np.column_stack([frame.metrics[m] for m in metrics])
             late = w.add(idx, frame.ts, frame.seq, values)
             out.readings += len(frame)
-            out.max_event_ts = max(out.max_event_ts, float(frame.ts.max()))
-            if late.any():
+            max_ts = max(max_ts, frame.ts.max())
+            any_late = bool(late.any())
+            if any_late:
                 late_frame = Frame(
                     frame.gateway, frame.domain, frame.ts[late], frame.sensor_id[late],
                     frame.seq[late], {m: v[late] for m, v in frame.metrics.items()},
@@ -397,12 +402,16 @@ class Processor:
                 )
             touched.add(frame.gateway)
             if self.models is not None:
-                ok = ~late
-                if ok.any():
-                    per_kind[g.kind].append(
-                        (self._gidx[frame.gateway][idx[ok]], frame.ts[ok], values[ok],
-                         frame.seq[ok])
-                    )
+                gidx = self._gidx[frame.gateway]
+                if not any_late:  # the usual case: no copies
+                    per_kind[g.kind].append((gidx[idx], frame.ts, values, frame.seq))
+                else:
+                    ok = ~late
+                    if ok.any():
+                        per_kind[g.kind].append(
+                            (gidx[idx[ok]], frame.ts[ok], values[ok], frame.seq[ok]))
+        if out.readings:
+            out.max_event_ts = max(out.max_event_ts, float(max_ts))
         self.dirty |= touched
         # closed windows of every gateway of a kind in one wide message (per chunk): one Kafka
         # message per kind and batch instead of one per gateway, a third of the bytes
