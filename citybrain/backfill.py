@@ -715,11 +715,13 @@ def run_serial(
 # -- parallel ------------------------------------------------------------------------------------
 
 
-def kind_groups(settings: Settings, n: int) -> list[list[str]]:
-    """Sensor kinds split into ``n`` groups of about equal reading rates (largest first)."""
+def kind_groups(settings: Settings, n: int, city: Any = None) -> list[list[str]]:
+    """Sensor kinds split into ``n`` groups of about equal reading rates (largest first);
+    ``city``: the loaded city file (None loads it)."""
     from config.city import load_city
 
-    city = load_city(settings.city_file)
+    if city is None:
+        city = load_city(settings.city_file)
     rate: dict[str, float] = defaultdict(float)
     for g in city.gateways:
         for s in g.sensors:
@@ -776,7 +778,7 @@ def _set_tick_state(processor: Processor, state: dict[str, Any]) -> None:
 
 def _worker(batches: Connection, results: Connection, settings: Settings, kinds: list[str],
             batch_rows: int, direct: bool, models: bool, parent_ends: list[Connection],
-            fresh: Processor | None = None) -> None:
+            fresh: Processor | None = None, city: Any = None) -> None:
     """One worker process: its share of each batch in, tick state (and, unless ``direct``,
     rows) out. ``direct``: the worker inserts its rows itself (a ClickHouse server takes
     inserts from many clients; chDB is bound to one process) and reports the row counts at the
@@ -784,7 +786,8 @@ def _worker(batches: Connection, results: Connection, settings: Settings, kinds:
     coordinator's pipe ends this fork inherited, closed at once so that the worker sees EOF
     (and exits) if the coordinator dies. ``fresh``: a processor no batch has touched yet, the
     coordinator's as this fork inherited it (building one costs seconds: the sensors'
-    neighbour lists); None builds one."""
+    neighbour lists); None builds one. ``city``: the coordinator's loaded city, likewise
+    (parsing the city file again costs a few tenths of a second)."""
     for c in parent_ends:
         c.close()
     from config.city import load_city
@@ -794,7 +797,8 @@ def _worker(batches: Connection, results: Connection, settings: Settings, kinds:
     inserter: Inserter | None = None
     try:
         processor = (fresh if fresh is not None else build_processor(settings)) if models else None
-        loader = BatchLoader(settings, load_city(settings.city_file), processor)
+        loader = BatchLoader(settings, city if city is not None else load_city(settings.city_file),
+                             processor)
         if processor is not None:
             processor.tick_s = NO_TICK_S
         m = processor.models if processor is not None else None
@@ -862,13 +866,14 @@ def run_parallel(
     city = load_city(settings.city_file)
     direct = settings.store == "clickhouse"
     if models:
-        groups = kind_groups(settings, workers)
+        groups = kind_groups(settings, workers, city)
         owner = {g.id: i for i, grp in enumerate(groups) for g in city.gateways if g.kind in grp}
     else:
         groups = [[f"gateways {i}::{workers}"] for i in range(workers)]
         owner = {g.id: i % workers for i, g in enumerate(city.gateways)}
     coordinator = build_processor(settings) if models else None
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    forked = ctx.get_start_method() == "fork"
     # one simplex pipe each way per worker: a feeder thread writes batches while this thread
     # reads results, so neither side can block the other with a full pipe
     to_worker: list[Connection] = []
@@ -880,7 +885,7 @@ def run_parallel(
         p = ctx.Process(target=_worker,
                         args=(batch_r, result_w, settings, grp, inserter.batch_rows, direct,
                               models, [*to_worker, *from_worker, batch_w, result_r],
-                              coordinator if ctx.get_start_method() == "fork" else None),
+                              coordinator if forked else None, city if forked else None),
                         daemon=True, name=f"backfill-{'+'.join(grp)}")
         p.start()
         batch_r.close()
