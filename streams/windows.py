@@ -56,10 +56,16 @@ class GatewayWindows:
             # count the older readings that are within the allowed lateness.
             self.closed_until = int(np.floor((ts.min() - self.lateness_s) / step) * step)
         late = ts < (self.closed_until if self.closed_until is not None else -np.inf)
-        ok = ~late
-        if ok.any():
-            idx_ok, ts_ok, vals_ok = idx[ok], ts[ok], values[ok]
-            keys = (idx_ok.astype(np.int64) << _SEQ_BITS) | seq[ok].astype(np.int64)
+        if not late.any():  # the usual case: no copies
+            idx_ok, ts_ok, vals_ok, seq_ok = idx, ts, values, seq
+        elif not late.all():
+            ok = ~late
+            idx_ok, ts_ok, vals_ok, seq_ok = idx[ok], ts[ok], values[ok], seq[ok]
+        else:
+            return late
+        if len(ts_ok):
+            keys = ((np.asarray(idx_ok, dtype=np.int64) << _SEQ_BITS)
+                    | np.asarray(seq_ok, dtype=np.int64))
             # Drop readings already counted (redelivery) and duplicates inside this batch. A
             # set of the open buckets' keys: frames are small (a gateway's sensors at one
             # time), and np.unique + np.isin against every open key cost ~0.4 ms a frame.
