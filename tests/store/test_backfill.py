@@ -217,3 +217,55 @@ def test_batch_loader_equals_processor(recording: tuple[Path, int], tmp_path: Pa
     assert expected <= ca.keys()
     for table in ca:
         assert ca[table] == cb[table], table
+
+
+def test_wire_bytes_rows_equal_str_rows(recording: tuple[Path, int], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loader's ``wire_bytes`` rows (string columns as UTF-8 numpy byte strings, what the
+    backfill sends a ClickHouse server) are its ``str`` rows, value for value, and only the
+    loader's own string columns change type."""
+    from collections import Counter
+
+    import numpy as np
+    import yaml
+
+    import models.params as params
+    from citybrain.backfill import BatchLoader
+    from config.city import load_city
+    from config.settings import load_settings
+    from streams.app import build_processor
+
+    doc = yaml.safe_load(params.DEFAULT_PATH.read_text())
+    for section, values in EAGER.items():
+        doc[section].update(values)
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setattr(params, "DEFAULT_PATH", tmp_path / "models.yaml")
+    settings = load_settings(anomaly_score=0.6)
+    city = load_city(settings.city_file)
+    plain = BatchLoader(settings, city, build_processor(settings))
+    wire = BatchLoader(settings, city, build_processor(settings), wire_bytes=True)
+    rows_a: list = []  # type: ignore[type-arg]
+    rows_b: list = []  # type: ignore[type-arg]
+    dead_a: Counter[str] = Counter()
+    dead_b: Counter[str] = Counter()
+    n_bytes = 0
+    for batch in _mutated_batches(recording[0], 10_000):
+        a, b = plain.load(batch.frames), wire.load(batch.frames)
+        assert (a.readings, a.days) == (b.readings, b.days)
+        dead_a.update(a.dead)
+        dead_b.update(b.dead)
+        rows_a += a.rows
+        for table, cols in b.rows:
+            decoded = {}
+            for c, v in cols.items():
+                if v.dtype.kind == "S":
+                    n_bytes += 1
+                    assert c in ("sensor_id", "gateway", "entity_type", "entity_id", "name")
+                    v = np.array([x.decode() for x in v.tolist()], dtype=object)
+                decoded[c] = v
+            rows_b.append((table, decoded))
+    assert n_bytes > 0 and dead_a == dead_b
+    ca, cb = _canonical(rows_a), _canonical(rows_b)
+    assert ca.keys() == cb.keys() and {"indicators", "readings_traffic"} <= ca.keys()
+    for table in ca:
+        assert ca[table] == cb[table], table
