@@ -243,13 +243,26 @@ TABLES: dict[str, TableDoc] = {
     **{f"dash_{d}_sensor_1m": _dash(d) for d in DOMAIN_METRICS},
 }
 
+def _view_source(domain: str, entity: str, grain: str) -> str:
+    """What a rollup view reads since migration 011 (the cascade, store/rollups.py)."""
+    if (entity, grain) == ("sensor", "1m"):
+        return f"the rows inserted into readings_{domain}"
+    if (entity, grain) == ("district", "1h"):
+        return (f"the rows its view writes to rollup_{domain}_district_1m (summed per hour)")
+    how = {"sensor": "summed per hour", "district": "district from dim_sensors",
+           "dash": "the same rows"}[entity]
+    return f"the rows its view writes to rollup_{domain}_sensor_1m ({how})"
+
+
 #: views (no comments on 18.16): name -> description
 VIEWS: dict[str, str] = {
     "alerts_current": "one row per alert: its latest state, opened/acknowledged/resolved "
     "times (1970-01-01 when not yet), peak and sensors",
-    **{f"mv_rollup_{d}_{e}_{g}": f"materialized view feeding rollup_{d}_{e}_{g}"
+    **{f"mv_rollup_{d}_{e}_{g}": f"materialized view feeding rollup_{d}_{e}_{g} from "
+       + _view_source(d, e, g)
        for d in DOMAIN_METRICS for e in ("sensor", "district") for g in ("1m", "1h")},
-    **{f"mv_dash_{d}_sensor_1m": f"materialized view feeding dash_{d}_sensor_1m"
+    **{f"mv_dash_{d}_sensor_1m": f"materialized view feeding dash_{d}_sensor_1m from "
+       + _view_source(d, "dash", "1m")
        for d in DOMAIN_METRICS},
 }
 

@@ -7,8 +7,15 @@ Twelve tables, ``rollup_<domain>_<sensor|district>_<1m|1h>`` (and the screen's t
 key are only combined when ClickHouse merges parts. Plain sums work in every client (no
 ``-Merge`` combinators) and on ClickHouse 18.16 and 26.x alike.
 
-Each view reads the raw table directly (ClickHouse 18.16 does not cascade a view's inserts into
-the views of its target table). District views look the district up in ``dim_sensors``.
+**Cascade** (migration 011). Only ``mv_rollup_<domain>_sensor_1m`` reads the raw insert block;
+the per-sensor hourly rollup, the district 1-minute rollup (district looked up in ``dim_sensors``)
+and the screen's minute table are views over the 1-minute rows it writes, and the district
+hourly rollup a view over the district 1-minute rows (:data:`UPSTREAM`), so the server
+aggregates each reading once. On ClickHouse 18.16 those views select FROM the view
+``mv_rollup_<domain>_sensor_1m`` (18.16 passes a view's output to the views of the view), on
+current servers and chDB FROM its TO table (``store.schema.cascade_feature``). Either way an
+INSERT into a raw table reaches all five tables; a direct INSERT into a rollup table reaches the
+tables below it on current servers and none on 18.16, which :func:`repair` allows for.
 
 **Duplicates.** A view sees every insert, so a redelivered frame is counted twice in a rollup
 until :func:`repair` runs, while the raw ReplacingMergeTree keeps it once. :func:`repair`
@@ -90,6 +97,15 @@ class Rollup:
             f"{' WHERE ' + where if where else ''} GROUP BY {self.key}, ts"
         )
 
+
+#: table -> the table whose inserted rows its view aggregates (migration 011); the others read
+#: the raw table. Tables are listed after their upstream in ROLLUPS + SCREEN_TABLES.
+UPSTREAM: dict[str, str] = {
+    **{f"rollup_{d}_sensor_1h": f"rollup_{d}_sensor_1m" for d in DOMAINS},
+    **{f"rollup_{d}_district_1m": f"rollup_{d}_sensor_1m" for d in DOMAINS},
+    **{f"rollup_{d}_district_1h": f"rollup_{d}_district_1m" for d in DOMAINS},
+    **{f"dash_{d}_sensor_1m": f"rollup_{d}_sensor_1m" for d in DOMAINS},
+}
 
 ROLLUPS: tuple[Rollup, ...] = tuple(
     Rollup(d, e, g) for d in DOMAINS for e in ("sensor", "district") for g in ("1m", "1h")
@@ -197,6 +213,12 @@ def repair(
     exact; returns the number of (domain, day) pairs corrected. ``only_mismatched``: of
     ``days``, only those whose counts differ (a day that received no duplicate has exact
     rollups already, since each view saw each reading once).
+
+    Tables are corrected upstream first (:data:`UPSTREAM`), each against the raw data after
+    the corrections above it were stored: where the server passes a correction on to the
+    views below (current servers) the later differences are then zero and nothing more is
+    written; where it does not (18.16), the tables below get their own correction. So no
+    correction is counted twice on either.
 
     Run it on closed days: readings that arrive for a day *while* it is repaired may be
     counted twice (the next repair fixes that too). Days without raw data (dropped by
