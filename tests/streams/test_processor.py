@@ -413,3 +413,24 @@ def test_sink_builds_the_same_readings_columns_per_flush_as_per_frame():
         else:
             assert cols[c].tolist() == want[c].tolist(), c
     assert np.isnan(cols[DOMAIN_METRICS["utility"][0]]).any()  # other kinds' metrics: NaN
+
+
+def test_messages_that_made_decode_raise_are_dead_letters_not_a_crash():
+    """A domain that is a list and a column nesting lists of unequal shape raised TypeError /
+    ValueError out of ``Processor.process`` (the worker stopped, and stopped again on the same
+    never-acked message after every restart); both are dead letters now, and the good frame of
+    the same batch is processed."""
+    import orjson
+
+    city = load_city(SMALL_CITY)
+    proc = _processor(city)
+    good = traffic_frames(city, steps=1, start=START)[0]
+    d = orjson.loads(encode(good))
+    poison = [orjson.dumps({**d, "domain": ["traffic"]}),
+              orjson.dumps({**d, "ts": [d["ts"][0], [1.0, 2.0], *d["ts"][2:]]})]
+    msgs = [Message("city.readings.traffic", 0, i, good.gateway.encode(), v)
+            for i, v in enumerate([*poison, encode(good)])]
+    out = proc.process(msgs)
+    assert out.dead_reasons == Counter({"unknown_domain": 1, "wrong_type": 1})
+    assert out.readings == len(good)
+    assert [decode_deadletter(v)["offset"] for _k, v in out.deadletters] == [0, 1]
