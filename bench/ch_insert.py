@@ -18,7 +18,9 @@ After the runs the last pair's rollup and screen tables are compared (counts exa
     python -m bench.ch_insert --readings 1000000 --runs 3
 
 prints JSON lines ``ch_cpu_s_per_million`` per variant (``old``, ``new``; median, min, max,
-insert-only CPU) and ``ch_cpu_ratio_new_vs_old``.
+insert-only and user CPU) and ``ch_cpu_ratio_new_vs_old``; with ``--raw`` also a variant
+without rollup views and ``ch_view_cpu_s_per_million`` (what the views add, old and new).
+``--batch-rows``: 20 000 is the sink's flush (``sink_batch_rows``), 200 000 the backfill's.
 """
 
 from __future__ import annotations
@@ -80,8 +82,14 @@ def blocks(n: int, batch_rows: int) -> list[tuple[str, dict[str, np.ndarray]]]:
 
 
 def cpu_s(pid: int) -> float:
+    return sum(cpu_user_sys(pid))
+
+
+def cpu_user_sys(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid`` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def settle(store: Any, timeout_s: float = 120.0) -> None:
@@ -113,8 +121,10 @@ def ddl_upto(last: int, into: Path) -> Path:
 
 
 def one_run(hostport: str, pid: int, ddl_dir: Path | None,
-            data: list[tuple[str, dict[str, np.ndarray]]]) -> tuple[float, float, str]:
-    """(CPU s insert + merges, CPU s of the inserts alone, database) of one fresh database."""
+            data: list[tuple[str, dict[str, np.ndarray]]], *, no_views: bool = False,
+            ) -> tuple[float, float, float, str]:
+    """(CPU s insert + merges, CPU s of the inserts alone, user CPU s of insert + merges,
+    database) of one fresh database."""
     from config.city import load_city
     from store.dimensions import load_dimensions
     from store.schema import DDL_DIR, apply_schema
@@ -126,15 +136,22 @@ def one_run(hostport: str, pid: int, ddl_dir: Path | None,
     store = ServerStore(host=host, port=int(port), database=db)
     apply_schema(store, ddl_dir=ddl_dir or DDL_DIR)
     load_dimensions(store, load_city())
+    if no_views:  # the floor: the raw tables alone
+        from store.rollups import ROLLUPS, SCREEN_TABLES
+
+        for r in (*ROLLUPS, *SCREEN_TABLES):
+            store.command(f"DROP TABLE IF EXISTS {r.view}")
     settle(store)
+    u0 = cpu_user_sys(pid)[0]
     c0 = cpu_s(pid)
     for table, cols in data:
         store.insert(table, cols)
     c1 = cpu_s(pid)
     settle(store)
     c2 = cpu_s(pid)
+    u2 = cpu_user_sys(pid)[0]
     store.close()
-    return c2 - c0, c1 - c0, db
+    return c2 - c0, c1 - c0, u2 - u0, db
 
 
 def compare(hostport: str, old_db: str, new_db: str) -> float:
@@ -172,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--batch-rows", type=int, default=20_000)
     ap.add_argument("--pid", type=int, default=None)
+    ap.add_argument("--raw", action="store_true",
+                    help="also a third variant without any rollup view (the raw tables' floor)")
     a = ap.parse_args(argv)
     hostport = clickhouse_hostport()
     pid = a.pid
@@ -182,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     data = blocks(a.readings, a.batch_rows)
     total = sum(len(c["ts"]) for _, c in data)
     _say(f"{total} readings in {len(data)} blocks; server pid {pid}")
-    res: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+    names = ("old", "new", "raw") if a.raw else ("old", "new")
+    res: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
     last: dict[str, str] = {}
     from store.server import ServerStore
 
@@ -192,10 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     old_ddl = ddl_upto(OLD_LAST, tmp / "ddl")
     try:
         for i in range(a.runs):
-            for variant in (("old", "new") if i % 2 == 0 else ("new", "old")):
-                cpu, ins, db = one_run(hostport, pid, old_ddl if variant == "old" else None, data)
-                res[variant].append((cpu, ins))
-                _say(f"run {i + 1} {variant}: {cpu:.2f} CPU-s ({ins:.2f} s during the inserts)")
+            for variant in (names if i % 2 == 0 else names[::-1]):
+                cpu, ins, user, db = one_run(hostport, pid, old_ddl if variant == "old" else None,
+                                             data, no_views=variant == "raw")
+                res[variant].append((cpu, ins, user))
+                _say(f"run {i + 1} {variant}: {cpu:.2f} CPU-s ({ins:.2f} s during the inserts, "
+                     f"{user:.2f} s user)")
                 if variant in last:
                     admin.command(f"DROP DATABASE IF EXISTS {last[variant]}")
                 last[variant] = db
@@ -208,17 +230,24 @@ def main(argv: list[str] | None = None) -> None:
     per_m = 1e6 / total
     med = {}
     for variant, runs in res.items():
-        tot = [c * per_m for c, _ in runs]
-        ins_m = [i * per_m for _, i in runs]
+        tot = [c * per_m for c, _, _ in runs]
+        ins_m = [i * per_m for _, i, _ in runs]
+        user_m = [u * per_m for _, _, u in runs]
         med[variant] = statistics.median(tot)
         print(json.dumps({"name": "ch_cpu_s_per_million", "variant": variant, "value": med[variant],
                           "unit": "CPU-s per million readings", "runs": len(tot),
                           "min": min(tot), "max": max(tot),
-                          "insert_only_median": statistics.median(ins_m), "readings": total,
+                          "insert_only_median": statistics.median(ins_m),
+                          "user_median": statistics.median(user_m), "all": tot, "readings": total,
                           "batch_rows": a.batch_rows, "includes": "inserts and merges, no OPTIMIZE",
                           "machine": os.uname().nodename}))
     print(json.dumps({"name": "ch_cpu_ratio_new_vs_old", "value": med["new"] / med["old"],
                       "unit": "ratio", "max_rel_sum_difference": worst}))
+    if "raw" in med:  # what the views add over the raw tables alone
+        print(json.dumps({"name": "ch_view_cpu_s_per_million",
+                          "old": med["old"] - med["raw"], "new": med["new"] - med["raw"],
+                          "value": (med["new"] - med["raw"]) / (med["old"] - med["raw"]),
+                          "unit": "ratio new/old of (variant - raw) medians"}))
 
 
 if __name__ == "__main__":
