@@ -178,17 +178,22 @@ def _days(store: Store, sql: str) -> dict[dt.date, int]:
     }
 
 
-def check(
-    store: Store, *, since: dt.date | None = None, until: dt.date | None = None
-) -> list[DayStatus]:
-    """Per domain and day: de-duplicated raw readings vs readings in the 1-minute sensor rollup
-    (days present in either; ``since``/``until`` inclusive)."""
+def _days_where(since: dt.date | None, until: dt.date | None) -> str:
+    """`` WHERE`` clause for days ``since``..``until`` (inclusive; either may be None)."""
     cond = []
     if since:
         cond.append(f"toYYYYMMDD(ts) >= {since:%Y%m%d}")
     if until:
         cond.append(f"toYYYYMMDD(ts) <= {until:%Y%m%d}")
-    where = f" WHERE {' AND '.join(cond)}" if cond else ""
+    return f" WHERE {' AND '.join(cond)}" if cond else ""
+
+
+def check(
+    store: Store, *, since: dt.date | None = None, until: dt.date | None = None
+) -> list[DayStatus]:
+    """Per domain and day: de-duplicated raw readings vs readings in the 1-minute sensor rollup
+    (days present in either; ``since``/``until`` inclusive)."""
+    where = _days_where(since, until)
     out = []
     for d in DOMAINS:
         r = rollup(d, "sensor", "1m")
@@ -220,12 +225,7 @@ def check_cascade(
     view reads. They differ when the cascade stopped (an 18.16 server upgraded to a version that
     passes a view's rows on by its TO table: re-create the views, see docs/analysts.md) or when
     only the 1-minute rollup was corrected by hand; :func:`repair` of the day fixes the sums."""
-    cond = []
-    if since:
-        cond.append(f"toYYYYMMDD(ts) >= {since:%Y%m%d}")
-    if until:
-        cond.append(f"toYYYYMMDD(ts) <= {until:%Y%m%d}")
-    where = f" WHERE {' AND '.join(cond)}" if cond else ""
+    where = _days_where(since, until)
     counts: dict[str, dict[dt.date, int]] = {}
 
     def day_counts(table: str) -> dict[dt.date, int]:

@@ -3,7 +3,9 @@
 - drops partitions older than the retention settings (``CITYBRAIN_RETENTION_*``; on ClickHouse
   18.16, which has no TTL, this is the only mechanism), and
 - makes the rollups of recent days exact again after duplicate deliveries
-  (:func:`store.rollups.repair`).
+  (:func:`store.rollups.repair`), and the cascaded rollups (views that read the 1-minute rollup,
+  migration 011) where they disagree with the table they read (:func:`store.rollups.check_cascade`:
+  e.g. a server upgraded from 18.16, whose views pass rows on differently; see docs/analysts.md).
 
 Run it from cron, or keep it running with ``--every 3600``.
 """
@@ -35,22 +37,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def maintain_once(store: object, settings: object, *, days: int, now: dt.datetime) -> str:
     from store.retention import RetentionPolicy, drop_expired
-    from store.rollups import check, repair
+    from store.rollups import check, check_cascade, repair
 
     policy = RetentionPolicy.from_settings(settings)  # type: ignore[arg-type]
     dropped = drop_expired(store, policy, now=now)  # type: ignore[arg-type]
     status = check(store)  # type: ignore[arg-type]
     newest = max((s.day for s in status), default=None)
-    bad = sorted({s.day for s in status if not s.ok and s.raw > 0
-                  and (days == 0 or (newest and s.day > newest - dt.timedelta(days=days)))})
+    cascade = [c for c in check_cascade(store) if not c.ok]  # type: ignore[arg-type]
+    wrong = {s.day for s in status if not s.ok} | {c.day for c in cascade}
+    with_data = {s.day for s in status if s.raw > 0}
+    bad = sorted(d for d in wrong & with_data
+                 if days == 0 or (newest and d > newest - dt.timedelta(days=days)))
     fixed = repair(store, bad) if bad else 0  # type: ignore[arg-type]
+    note = (f"; {len({c.table for c in cascade})} cascaded rollup table(s) disagreed with the "
+            "table they read (see `citybrain maintain --check`)") if cascade else ""
     return (f"dropped {len(dropped)} partition(s) ({sum(e.rows for e in dropped)} rows); "
-            f"repaired rollups of {fixed} day(s)")
+            f"repaired rollups of {len(bad) if fixed else 0} day(s){note}")
 
 
 def run(args: argparse.Namespace) -> int:
     from store import open_store
-    from store.rollups import check
+    from store.rollups import check, check_cascade
 
     settings = load_settings()
     store = open_store(settings)
@@ -59,9 +66,13 @@ def run(args: argparse.Namespace) -> int:
             bad = [s for s in check(store) if not s.ok]
             for s in bad:
                 print(f"{s.domain} {s.day}: raw {s.raw} readings, rollup {s.rollup}")
-            if not bad:
+            chain = [c for c in check_cascade(store) if not c.ok]
+            for c in chain:
+                print(f"{c.table} {c.day}: {c.readings} readings, the table it reads "
+                      f"{c.upstream}")
+            if not bad and not chain:
                 print("rollups agree with the raw data")
-            return 1 if bad else 0
+            return 1 if bad or chain else 0
         while True:
             now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
             print(f"{now:%Y-%m-%d %H:%M:%S} " + maintain_once(store, settings, days=args.days,
