@@ -230,3 +230,16 @@ def wait_until(check: Callable[[], object], *, timeout: float, what: str,
         time.sleep(interval)
     logs = "\n".join(f"--- {p.name} ---\n{p.tail(2500)}" for p in procs)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})\n{logs}")
+
+
+def embedded_up_env(tmp_path: Path) -> tuple[dict[str, str], int]:
+    """Settings for a ``citybrain up`` of a test under ``tmp_path`` (own data directories, a free
+    broker port) and the dashboard port it will serve."""
+    port = free_port()
+    return {
+        "CITYBRAIN_DATA_DIR": str(tmp_path / "var"),
+        "CITYBRAIN_CHDB_PATH": str(tmp_path / "var" / "chdb"),
+        "CITYBRAIN_WORKER_DATA_DIR": str(tmp_path / "var" / "faust"),
+        "CITYBRAIN_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+        "CITYBRAIN_DASHBOARD_PORT": str(port),
+    }, port

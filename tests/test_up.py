@@ -13,7 +13,7 @@ import urllib.request
 import psutil
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_until
+from tests.conftest import ROOT, embedded_up_env, wait_until
 
 
 def _sql(url: str, sql: str) -> list:
@@ -26,14 +26,7 @@ def _sql(url: str, sql: str) -> list:
 @pytest.mark.embedded
 @pytest.mark.slow
 def test_up_runs_live_and_stops_cleanly(tmp_path, spawn):
-    port = free_port()
-    env = {
-        "CITYBRAIN_DATA_DIR": str(tmp_path / "var"),
-        "CITYBRAIN_CHDB_PATH": str(tmp_path / "var" / "chdb"),
-        "CITYBRAIN_WORKER_DATA_DIR": str(tmp_path / "var" / "faust"),
-        "CITYBRAIN_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
-        "CITYBRAIN_DASHBOARD_PORT": str(port),
-    }
+    env, port = embedded_up_env(tmp_path)
     up = spawn("up", ["up", "--speed", "120"], env)
     url = f"http://127.0.0.1:{port}/"
 
