@@ -13,12 +13,12 @@ each worker process owns a group of kinds: it decodes its gateways' frames, stor
 readings and runs a full :class:`streams.processor.Processor` over them, with the city-wide
 tick switched off. The city-wide part (district risk, alerts, sensor-health reports, city
 indicators) is cross-kind; the coordinator runs it with its own processor after each batch, on
-a copy of exactly the state a tick reads: per kind the health flags (``flag_ts``, ``max_ts``),
-the loops' latest window means and the air stations' window history, and per sensor the risk
-inputs (``score``, ``score_ts``, ``first_ts``); the event-time watermark is the workers'
-maximum. A tick's only side effect on per-kind state, the dropout marks in ``flag_ts``, needs
-no message back: ``flag_ts`` is a running maximum that only ticks read, so the coordinator
-combines its marks with the workers' flags by ``fmax``. The workers thus run up to
+a copy of exactly the state a tick reads (:meth:`models.stack.CityModels.tick_state`: per kind
+the health clocks (``max_ts``, ``flag_ts``, ``flag_t0``), the latest window means and the air
+stations' window history, and per sensor the risk inputs); the event-time watermark is the
+workers' maximum. A tick's only side effect on per-kind state, the dropout marks, needs no
+message back (:meth:`~models.stack.CityModels.apply_tick_state` combines them). The stream
+workers hand their city tick to one owner the same way (docs/streams.md). The workers thus run up to
 ``IN_FLIGHT`` batches ahead of the coordinator. Same batches, same per-kind updates in the same
 order, same ticks: the stored rows are those of the serial path
 (``tests/store/test_backfill_parallel.py`` compares them table by table).
@@ -764,41 +764,13 @@ def _tick_state(processor: Processor, kinds: list[str]) -> dict[str, Any]:
     """What a city tick reads of ``kinds``' models (see the module docstring)."""
     m = processor.models
     assert m is not None
-    idx = np.concatenate([m.kinds[k].global_index for k in kinds])
-    state: dict[str, Any] = {
-        "idx": idx,
-        "watermark": m.watermark,
-        "risk": (m.risk.score[idx], m.risk.score_ts[idx], m.risk.first_ts[idx]),
-        "kinds": {},
-    }
-    for k in kinds:
-        km = m.kinds[k]
-        s: dict[str, Any] = {"flag_ts": km.health.flag_ts, "max_ts": km.health.max_ts}
-        if k == "loop":
-            s["latest_mean"] = km.latest_mean
-        if k == "air":
-            s["hist"] = km.spatial.windows.hist
-        state["kinds"][k] = s
-    return state
+    return m.tick_state(np.concatenate([m.kinds[k].global_index for k in kinds]))
 
 
 def _set_tick_state(processor: Processor, state: dict[str, Any]) -> None:
     m = processor.models
     assert m is not None
-    idx = state["idx"]
-    m.risk.score[idx], m.risk.score_ts[idx], m.risk.first_ts[idx] = state["risk"]
-    m.watermark = max(m.watermark, float(state["watermark"]))
-    for k, s in state["kinds"].items():
-        km = m.kinds[k]
-        # every write to flag_ts is a running max (np.fmax), the tick's dropout marks included,
-        # and only a tick reads it: the coordinator's marks and the worker's flags combine
-        # exactly by fmax, so the worker never needs to hear of a tick
-        km.health.flag_ts = np.fmax(km.health.flag_ts, s["flag_ts"])
-        km.health.max_ts = s["max_ts"]
-        if "latest_mean" in s:
-            km.latest_mean = s["latest_mean"]
-        if "hist" in s:
-            km.spatial.windows.hist = s["hist"]
+    m.apply_tick_state(state)
 
 
 def _worker(batches: Connection, results: Connection, settings: Settings, kinds: list[str],

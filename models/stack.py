@@ -541,6 +541,83 @@ class CityModels:
                 out["aqi_district"] = np.where(best < 0, np.nan, best)
         return out
 
+    # --- the tick's inputs, for a tick run elsewhere ----------------------------------
+    def tick_state(self, sensors: np.ndarray | None = None) -> dict[str, Any]:
+        """What :meth:`tick` reads of ``sensors`` (global indices, None: all), as plain data
+        with numpy arrays: per sensor the risk inputs (latest score, its time, first reading),
+        and per kind the health clocks (``max_ts``, ``flag_ts``, ``flag_t0``), the latest
+        window means and, for air, the spatial window history the hourly AQI is taken from.
+
+        A process that scores only some sensors (a stream worker, a backfill worker) sends
+        this to the one that ticks for the whole city, which merges it with
+        :meth:`apply_tick_state`: a tick there then equals a tick of one process that scored
+        every sensor (``tests/models/test_tick_state.py``). The models' per-sensor scoring never
+        reads what a tick writes (the dropout marks), so the scoring side needs nothing back.
+        """
+        tb = self.table
+        idx = (np.arange(len(tb), dtype=np.int64) if sensors is None
+               else np.unique(np.asarray(sensors, dtype=np.int64)))
+        state: dict[str, Any] = {
+            "watermark": float(self.watermark) if np.isfinite(self.watermark) else None,
+            "idx": idx,
+            "score": self.risk.score[idx],
+            "score_ts": self.risk.score_ts[idx],
+            "first_ts": self.risk.first_ts[idx],
+            "kinds": {},
+        }
+        code = self._kind_code[idx]
+        for i, kind in enumerate(tb.kinds):
+            g = idx[code == i]
+            if not g.size:
+                continue
+            km = self.kinds[kind]
+            loc = tb.local[g]
+            h = km.health
+            s: dict[str, Any] = {
+                "idx": g,
+                "max_ts": h.max_ts[loc],
+                "flag_ts": h.flag_ts[loc],
+                "flag_t0": h.flag_t0[loc],
+                "latest_mean": km.latest_mean[loc],
+            }
+            if kind == "air":
+                s["hist"] = km.spatial.windows.hist[loc]
+            state["kinds"][kind] = s
+        return state
+
+    def apply_tick_state(self, state: dict[str, Any]) -> None:
+        """Take over :meth:`tick_state` of another process's sensors (its latest values win).
+
+        The health flag times combine by maximum (every write to them is a running maximum),
+        and an episode start (``flag_t0``) is taken where the sender has one: this process's
+        own ticks mark dropouts, which the sender (it never ticks) never does."""
+        tb = self.table
+        idx = np.asarray(state["idx"], dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(tb)):
+            raise ModelsError("tick state: sensor index outside this city's table")
+        self.risk.score[idx] = state["score"]
+        self.risk.score_ts[idx] = state["score_ts"]
+        self.risk.first_ts[idx] = state["first_ts"]
+        for kind, s in state["kinds"].items():
+            km = self.kinds.get(kind)
+            if km is None:
+                raise ModelsError(f"tick state: no sensors of kind {kind!r} in this table")
+            g = np.asarray(s["idx"], dtype=np.int64)
+            if (self._kind_code[g] != tb.kinds.index(kind)).any():
+                raise ModelsError(f"tick state: sensors of another kind under {kind!r}")
+            loc = tb.local[g]
+            h = km.health
+            h.max_ts[loc] = s["max_ts"]
+            h.flag_ts[loc] = np.fmax(h.flag_ts[loc], s["flag_ts"])
+            t0 = np.asarray(s["flag_t0"])
+            h.flag_t0[loc] = np.where(np.isnan(t0), h.flag_t0[loc], t0)
+            km.latest_mean[loc] = s["latest_mean"]
+            if "hist" in s:
+                km.spatial.windows.hist[loc] = s["hist"]
+        wm = state.get("watermark")
+        if wm is not None:
+            self.watermark = max(self.watermark, float(wm))
+
     # --- state -------------------------------------------------------------------------
     def snapshot(self, sensors: list[str], *, arrays: bool = False) -> dict[str, Any]:
         """Plain-data state of ``sensors`` (e.g. one gateway's), JSON-safe; ``arrays=True``:

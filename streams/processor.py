@@ -13,6 +13,9 @@ runs in tests and benchmarks without a broker. Per batch of messages it
 4. ticks the models whenever the event-time watermark passes a multiple of ``tick_s``:
    district risk → ``city.risk``, alert lifecycle events → ``city.alerts``, sensor-health
    changes → ``city.anomalies`` (kind ``health``), congestion and AQI → ``city.indicators``.
+   With ``publish_ticks`` (the stream workers) it hands the tick's inputs of its sensors to
+   the caller instead (``Outputs.tick_state``), and one owner ticks for the whole city
+   (:mod:`streams.city`).
 
 State (windows + models) is plain data per gateway (:meth:`Processor.snapshot_gateway`) plus
 one city-wide part (alerts, tick clock, last reported health): :mod:`streams.app` keeps both in
@@ -85,6 +88,10 @@ class Outputs:
     rows: Counter[str] = field(default_factory=Counter)  # derived rows by kind
     dead_reasons: Counter[str] = field(default_factory=Counter)
     max_event_ts: float = float("-inf")
+    #: with ``publish_ticks``: the inputs of the city tick at ``tick_boundary`` for the sensors
+    #: whose state changed since the last one (:meth:`models.stack.CityModels.tick_state`)
+    tick_state: dict[str, Any] | None = None
+    tick_boundary: float | None = None
 
     def by_topic(self) -> list[tuple[str, list[tuple[Any, bytes]]]]:
         return [
@@ -206,6 +213,7 @@ class Processor:
         tick_s: float = 60.0,
         anomaly_score: float = 0.95,
         max_rows_per_message: int = 5000,
+        publish_ticks: bool = False,
     ) -> None:
         if tick_s <= 0:
             raise ValueError(f"tick_s must be > 0, got {tick_s!r}")
@@ -225,6 +233,9 @@ class Processor:
         self.anomaly_score = float(anomaly_score)
         self.max_rows = max_rows_per_message
         self.next_tick: float | None = None
+        #: hand the city tick to another process (a stream worker: :mod:`streams.city`)
+        self.publish_ticks = publish_ticks
+        self.tick_dirty: set[str] = set()  # gateways changed since the last tick state
         self.reported_quality: np.ndarray | None = None
         self.dirty: set[str] = set()  # gateways changed since the last snapshot
         #: per gateway, the offset of the last input message its state includes, by
@@ -295,9 +306,10 @@ class Processor:
         if self.models is not None and "models" in body:
             self.models.restore(body["models"])
 
-    def snapshot_city(self) -> bytes:
-        """City-wide state: alert state machine, tick clock, last reported sensor health."""
-        body: dict[str, Any] = {"v": 1, "next_tick": self.next_tick}
+    def snapshot_city(self, extra: dict[str, Any] | None = None) -> bytes:
+        """City-wide state: alert state machine, tick clock, last reported sensor health (and
+        ``extra``, the caller's)."""
+        body: dict[str, Any] = {"v": 1, "next_tick": self.next_tick, **(extra or {})}
         if self.models is not None:
             body["alerts"] = self.models.snapshot_alerts()
             body["watermark"] = (
@@ -314,8 +326,10 @@ class Processor:
             self.windows.pop(gw, None)
             self.positions.pop(gw, None)
             self.dirty.discard(gw)
+            self.tick_dirty.discard(gw)
 
-    def restore_city(self, blob: bytes) -> None:
+    def restore_city(self, blob: bytes) -> dict[str, Any]:
+        """Restore :meth:`snapshot_city`; returns the whole record (the caller's extras)."""
         body = decode_snapshot(blob)
         self.next_tick = body.get("next_tick")
         if self.models is not None and "alerts" in body:
@@ -325,6 +339,7 @@ class Processor:
             q = np.asarray(body.get("quality", []), dtype=np.uint16)
             if self.reported_quality is not None and q.shape == self.reported_quality.shape:
                 self.reported_quality = q
+        return body
 
     # -- processing ------------------------------------------------------------------------------
     def _dead(
@@ -413,6 +428,8 @@ class Processor:
         if out.readings:
             out.max_event_ts = max(out.max_event_ts, float(max_ts))
         self.dirty |= touched
+        if self.publish_ticks:
+            self.tick_dirty |= touched
         # closed windows of every gateway of a kind in one wide message (per chunk): one Kafka
         # message per kind and batch instead of one per gateway, a third of the bytes
         means: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = defaultdict(list)
@@ -487,6 +504,14 @@ class Processor:
         # one tick at the newest boundary the watermark passed (a replay at full speed may pass
         # several per batch; risk and alerts describe "now", not every skipped minute)
         self.next_tick = boundary + self.tick_s
+        if self.publish_ticks:
+            gws = sorted(self.tick_dirty)
+            self.tick_dirty.clear()
+            sensors = (np.concatenate([self._gidx[g] for g in gws]) if gws
+                       else np.zeros(0, dtype=np.int64))
+            out.tick_state = models.tick_state(sensors)
+            out.tick_boundary = boundary
+            return
         self.tick(boundary, out)
 
     def tick(self, now: float, out: Outputs) -> TickResult:
