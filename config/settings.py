@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     anomaly_score: float = Field(
         0.95, ge=0, le=1, description="combined score from which a reading is reported"
     )
+    city_wait_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="the city tick waits this long (wall clock) for a readings partition that "
+        "stays behind (its worker died or it carries no data), then ticks without it",
+    )
     worker_session_timeout_s: float = Field(
         30.0, ge=6, le=600, description="a dead worker's partitions move after this long"
     )

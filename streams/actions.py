@@ -3,12 +3,13 @@
 The dashboard writes each action twice: an ``alert_events`` row in ClickHouse (the immediate,
 persisted record the screen shows) and a message on the ``actions`` topic (key the alert id,
 value JSON ``{"alert_id", "action": "acknowledged"|"resolved", "by", "ts"}``, ``ts`` in event
-time). Alerts are per worker (each holds the :class:`models.alerts.AlertManager` of the
-partitions it processes), so **every worker reads every action**: :class:`ActionFeed` is a plain
-aiokafka consumer without a group, assigned all partitions of the topic, not a Faust agent
-(a Faust agent's consumer group would split the partitions among the workers): subscribed
-without a ``group_id``, aiokafka assigns it every partition, also ones added later (they start
-at their beginning).
+time). The alerts live with the one worker that owns the city tick (:mod:`streams.city`), and
+that worker must read *every* action: :class:`ActionFeed` is a plain aiokafka consumer without
+a group, assigned all partitions of the topic, not a Faust agent (a Faust agent's consumer
+group would split the partitions among the workers): subscribed without a ``group_id``,
+aiokafka assigns it every partition, also ones added later (they start at their beginning).
+It reads only while its worker owns the city tick; when the ownership (and with it the alert
+state) changes, it starts over from the positions of the state it now serves.
 
 **Restart safety.** After each applied message the feed stores the next offset of its partition
 in ``AlertManager.action_positions``; that mapping is part of the alert snapshot, which the
@@ -52,16 +53,19 @@ DeadLetter = Callable[[bytes | None, bytes], Awaitable[Any]]
 class ActionFeed:
     """Reads the actions topic (all partitions, no group) into ``alerts``.
 
-    ``ready()`` says when the worker's alert state is restored (the feed waits for it);
-    ``dead(key, value)`` sends a dead letter. :meth:`run` runs until cancelled.
+    ``alerts``: the alert state, or a function that returns the current one. ``ready()``
+    returns a token while that state is restored and served here (None or False: not, the
+    feed waits); a new token means a new state (restored by a new owner): the feed places its
+    partitions again from that state's positions. ``dead(key, value)`` sends a dead letter.
+    :meth:`run` runs until cancelled.
     """
 
     def __init__(
-        self, settings: Settings, alerts: AlertManager, *, ready: Callable[[], bool],
-        dead: DeadLetter | None = None, poll_ms: int = 500,
+        self, settings: Settings, alerts: AlertManager | Callable[[], AlertManager], *,
+        ready: Callable[[], Any], dead: DeadLetter | None = None, poll_ms: int = 500,
     ) -> None:
         self.settings = settings
-        self.alerts = alerts
+        self._alerts = alerts
         self.ready = ready
         self.dead = dead
         self.topic = settings.topic("actions")
@@ -69,6 +73,10 @@ class ActionFeed:
         self.applied = 0  # actions that changed an alert
         self.seen = 0  # messages read (applied, no-ops, deferred and bad ones)
         self.bad = 0
+
+    @property
+    def alerts(self) -> AlertManager:
+        return self._alerts if isinstance(self._alerts, AlertManager) else self._alerts()
 
     def apply(self, partition: int, offset: int, key: bytes | None,
               value: bytes | None) -> dict[str, Any] | None:
@@ -127,11 +135,15 @@ class ActionFeed:
                  ", ".join(f"{tp.partition}@{pos.get(str(tp.partition), 'start')}"
                            for tp in sorted(tps, key=lambda tp: tp.partition)))
 
-    async def run(self) -> None:
-        while not self.ready():
+    async def _wait_ready(self) -> Any:
+        while not (token := self.ready()):
             await asyncio.sleep(0.2)
+        return token
+
+    async def run(self) -> None:
         backoff = 1.0
         while True:
+            token = await self._wait_ready()
             consumer = self._consumer()
             try:
                 await consumer.start()
@@ -140,7 +152,7 @@ class ActionFeed:
                 consumer.subscribe([self.topic])
                 placed: set[Any] = set()
                 backoff = 1.0
-                while True:
+                while self.ready() == token:
                     tps = set(consumer.assignment())
                     if tps != placed:
                         self._place(consumer, tps - placed)
@@ -149,11 +161,15 @@ class ActionFeed:
                         await asyncio.sleep(self.poll_ms / 1000)
                         continue
                     batches = await consumer.getmany(timeout_ms=self.poll_ms)
+                    if self.ready() != token:  # fetched for a state this worker no longer has
+                        break
                     for tp, msgs in sorted(batches.items(), key=lambda kv: kv[0].partition):
                         done = self.alerts.action_positions.get(str(tp.partition), 0)
                         for m in msgs:
                             if m.offset >= done:  # never apply a position twice
                                 self.apply(tp.partition, m.offset, m.key, m.value)
+                log.info("the alert state changed hands; operator actions are read again "
+                         "from its positions when this worker serves one")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker gone, metadata errors: start over from positions

@@ -10,8 +10,10 @@ outputs *and then* the state that includes it were delivered to Kafka (the check
 their delivery futures), so a committed offset always has its outputs and its state in Kafka
 (at-least-once).
 
-**State.** Per gateway: the indicator windows and the models' per-sensor state; per worker: the
-alert state machine, the tick clock and the last reported health (key ``__city__``). Both are
+**State.** Per gateway: the indicator windows and the models' per-sensor state; in the worker
+that runs the city tick (:mod:`streams.city`, partition 0 of the tick-state topic): the alert
+state machine, the tick clock, the last reported health and the whole city's tick inputs (key
+``__city__``). Both are
 snapshots in the compacted topic ``<group>-state-changelog`` (key = gateway id), which this
 module writes and reads itself: no Faust table. Writing a snapshot per batch would cost more
 than the models, so the worker *checkpoints* every ``CITYBRAIN_STATE_SNAPSHOT_S`` seconds: it
@@ -62,6 +64,7 @@ from aiokafka.partitioner import murmur2
 
 from config.city import load_city
 from config.settings import Settings
+from streams.city import TICK_PARTITION, CityTicker, encode_tick_state
 from streams.metrics import Metrics
 from streams.processor import Message, Processor
 from streams.topics import READINGS
@@ -74,6 +77,15 @@ CHANGELOG_SEGMENT_BYTES = 32 * 1024 * 1024
 #: the checkpoint interval is at least this many times the last checkpoint's build time
 CHECKPOINT_TIME_FACTOR = 20.0
 RESTORE_TIMEOUT_S = 60.0  # see restore_snapshots(); below Faust's broker_request_timeout
+
+
+def city_chunk_key(i: int) -> bytes:
+    """Changelog key of chunk ``i`` of the city state's sensor inputs (see CityTicker.snapshot)."""
+    return CITY_KEY + b"/" + str(i).encode()
+
+
+def is_city_key(key: bytes) -> bool:
+    return key == CITY_KEY or key.startswith(CITY_KEY + b"/")
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -90,8 +102,9 @@ def broker_credentials(settings: Settings) -> Any:
     return None
 
 
-def build_processor(settings: Settings) -> Processor:
-    """The worker's processor, with the model stack unless ``CITYBRAIN_WORKER_MODELS=false``."""
+def build_processor(settings: Settings, *, publish_ticks: bool = False) -> Processor:
+    """The worker's processor, with the model stack unless ``CITYBRAIN_WORKER_MODELS=false``;
+    ``publish_ticks``: hand the city tick to its owner (:mod:`streams.city`)."""
     city = load_city(settings.city_file)
     models = None
     if settings.worker_models:
@@ -113,6 +126,7 @@ def build_processor(settings: Settings) -> Processor:
         models=models,
         tick_s=settings.tick_s,
         anomaly_score=settings.anomaly_score,
+        publish_ticks=publish_ticks and models is not None,
     )
 
 
@@ -138,7 +152,21 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_s / 4),
         stream_wait_empty=False,
     )
-    processor = build_processor(settings)
+    processor = build_processor(settings, publish_ticks=True)
+    # The city tick (risk, alerts, health, city indicators) runs in the one worker that owns
+    # partition 0 of the tick-state topic (streams/city.py); ``city["ticker"]`` is that
+    # worker's state, replaced by a fresh one whenever the ownership goes away.
+    tick_name = settings.topic("tickstate")
+    readings_parts = [f"{settings.topic(t)}:{p}" for t in READINGS
+                      for p in range(settings.kafka_partitions)]
+
+    def new_ticker() -> CityTicker | None:
+        if processor.models is None:
+            return None
+        return CityTicker(build_processor(settings), expected=readings_parts,
+                          wait_s=settings.city_wait_s)
+
+    city: dict[str, Any] = {"ticker": new_ticker(), "active": False, "generation": 0}
     # The state's changelog: a compacted topic written and read by this module, not a Faust
     # table (see the module docstring: Faust's table recovery stalled after rebalances).
     changelog_name = f"{settings.group_id}-state-changelog"  # the name Faust's table had
@@ -168,10 +196,14 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     processor.restore_hook = restore_hook
     readings_names = [settings.topic(t) for t in READINGS]
     readings_topics = set(readings_names)
-    readings = app.topic(*readings_names, value_serializer="raw")
+    # one agent over the readings and the tick-state topic (same partition count, so Faust
+    # assigns tick partition 0 with the readings partitions 0): one batch loop, one lock, one
+    # checkpoint for both
+    readings = app.topic(*readings_names, tick_name, value_serializer="raw")
+    placed_topics = readings_topics | {tick_name}
     outputs = {
         name: app.topic(settings.topic(name), value_serializer="raw")
-        for name in ("indicators", "anomalies", "risk", "alerts", "deadletter")
+        for name in ("indicators", "anomalies", "risk", "alerts", "deadletter", "tickstate")
     }
     lock = asyncio.Lock()
     rebalanced = asyncio.Event()  # cleared from a revocation until the next assignment
@@ -179,10 +211,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     pending: list[Any] = []  # events processed since the last checkpoint (not acked yet)
     sent: list[Any] = []  # delivery futures of the outputs sent since the last checkpoint
     ctx: dict[str, Any] = {
-        "stream": None, "last_checkpoint": time.monotonic(), "checkpoint_s": 0.0, "city": False,
+        "stream": None, "last_checkpoint": time.monotonic(), "checkpoint_s": 0.0,
         "owned": set(),  # (topic, partition) assigned to this worker
         "generation": 0,  # assignments seen (start_positions drops a restore of an older one)
-        "city_read": False,  # the __city__ record was looked up in the changelog
     }
     offsets: dict[tuple[str, int], int] = {}
     last_seen: dict[tuple[str, int], int] = {}  # per partition, the last offset processed
@@ -198,7 +229,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         its readings partition."""
         return (murmur2(key) & 0x7FFFFFFF) % settings.kafka_partitions
 
-    async def put_state(key: bytes, value: bytes) -> Any:
+    async def put_state(key: bytes, value: bytes, partition_of: bytes | None = None) -> Any:
         """Send one snapshot to the changelog, returning its delivery future (awaited before any
         event is acked).
 
@@ -215,7 +246,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         ``force=True``: never attach the message to the current event (Faust would send it only
         when that event is acked, and the checkpoint acks only after delivery).
         """
-        return await changelog.send(key=key, value=value, partition=changelog_partition(key),
+        return await changelog.send(key=key, value=value,
+                                    partition=changelog_partition(partition_of or key),
                                     force=True)
 
     async def checkpoint() -> None:
@@ -241,8 +273,14 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             futs.append(await put_state(
                 gw.encode(), processor.snapshot_gateway(gw, shared=kind not in kinds_done)))
             kinds_done.add(kind)
-        if dirty:
-            futs.append(await put_state(CITY_KEY, processor.snapshot_city()))
+        ticker = city["ticker"]
+        if city["active"] and ticker is not None and ticker.dirty:
+            # the main record, then its chunks (all in the partition of __city__)
+            main, *chunks = ticker.snapshot()
+            futs.append(await put_state(CITY_KEY, main))
+            for i, chunk in enumerate(chunks):
+                futs.append(await put_state(city_chunk_key(i), chunk, CITY_KEY))
+            ticker.dirty = False
         processor.dirty.clear()
         ctx["checkpoint_s"] = time.perf_counter() - t_build  # building the snapshots (CPU)
         events, pending[:] = list(pending), []
@@ -278,7 +316,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         rebalanced.clear()  # the agent waits for the new assignment before its next batch
         async with lock:
             n = len(pending)
-            if ctx["stream"] is not None and (pending or processor.dirty):
+            ticker = city["ticker"]
+            if ctx["stream"] is not None and (
+                    pending or processor.dirty or (ticker is not None and ticker.dirty)):
                 await checkpoint()
         log.info("partitions revoked: %s; checkpointed %d events",
                  sorted(f"{tp.topic.rsplit('.', 1)[-1]}:{tp.partition}"
@@ -310,7 +350,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
                 if tp_key not in now:
                     del unstarted[tp_key]
             for tp_key in now - ctx["owned"]:
-                if tp_key[0] in readings_topics:
+                if tp_key[0] in placed_topics:
                     last_seen.pop(tp_key, None)
                     unstarted.setdefault(tp_key, t_now)
             kept = [e for e in pending if (e.message.topic, e.message.partition) in now]
@@ -319,8 +359,16 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             ctx["owned"] = now
             ctx["generation"] += 1  # a restore still running for the old assignment is void
             numbers = {p for t, p in now if t in readings_topics}
-            for blob_key in [k for k in snapshots if changelog_partition(k) not in numbers]:
+            owner = (tick_name, TICK_PARTITION) in now
+            for blob_key in [k for k in snapshots if changelog_partition(k) not in numbers
+                             and not (is_city_key(k) and owner)]:
                 del snapshots[blob_key]  # read again if the partition comes back
+            if not owner and city["active"]:
+                # the city tick moved to another worker (its state was checkpointed at the
+                # revocation): start afresh, to restore it if it comes back
+                city["ticker"] = new_ticker()
+                city["active"] = False
+                metrics.city_owner.labels("worker").set(0)
         rebalanced.set()
         log.info("partitions assigned: %s; forgot %d gateways, dropped %d un-acked events",
                  sorted(f"{t.rsplit('.', 1)[-1]}:{p}" for t, p in now), len(stale), dropped)
@@ -364,15 +412,15 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
 
     restore_lock = asyncio.Lock()
 
-    async def restore_snapshots(partitions: set[int]) -> bool:
+    async def restore_snapshots(partitions: set[int], with_city: bool = False) -> bool:
         """Read the latest snapshot of every key in the given changelog partitions into
-        ``snapshots`` (and the ``__city__`` record, once, from wherever it lives). Retries for
-        ``RESTORE_TIMEOUT_S``, then stops the worker (a worker must not go on cold while its
-        state exists). Returns False if a rebalance made the read void."""
+        ``snapshots`` (and, ``with_city``, the ``__city__`` record, from wherever it lives).
+        Retries for ``RESTORE_TIMEOUT_S``, then stops the worker (a worker must not go on cold
+        while its state exists). Returns False if a rebalance made the read void."""
         generation = ctx["generation"]
         wanted = set(partitions)
         city_p = changelog_partition(CITY_KEY)
-        if not ctx["city"] and not ctx["city_read"]:
+        if with_city:
             wanted.add(city_p)
         deadline = time.monotonic() + RESTORE_TIMEOUT_S
         t0 = time.perf_counter()
@@ -397,17 +445,21 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
                 await asyncio.sleep(1.0)
         if ctx["generation"] != generation:
             return False
-        for blob_key in [k for k in snapshots if changelog_partition(k) in partitions]:
+        for blob_key in [k for k in snapshots
+                         if changelog_partition(k) in partitions and not is_city_key(k)]:
             del snapshots[blob_key]
         n = 0
+        if with_city:
+            for k in [k for k in snapshots if is_city_key(k)]:
+                del snapshots[k]
         for p, records in got.items():
             for key, value in records.items():
-                if p in partitions:
+                if is_city_key(key):
+                    if with_city and p == city_p:
+                        snapshots[key] = value
+                elif p in partitions:
                     snapshots[key] = value
                     n += 1
-                elif key == CITY_KEY:
-                    snapshots[key] = value
-        ctx["city_read"] = True
         log.info("read %d snapshots (%d bytes) of changelog partitions %s in %.2fs",
                  n, sum(len(v) for v in snapshots.values()), sorted(wanted),
                  time.perf_counter() - t0)
@@ -444,11 +496,14 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
 
     async def _start_positions(consumer: Any, committed: dict[Any, int | None]) -> None:
         assigned = {(tp.topic, tp.partition): off for tp, off in committed.items()
-                    if tp.topic in readings_topics}
-        new = {p for (t, p) in assigned if (t, p) in unstarted}
-        if new:
+                    if tp.topic in placed_topics}
+        new = {p for (t, p) in assigned if (t, p) in unstarted and t in readings_topics}
+        with_city = (tick_name, TICK_PARTITION) in unstarted and (
+            tick_name, TICK_PARTITION) in assigned
+        if new or with_city:
             generation = ctx["generation"]
-            if not await restore_snapshots(new) or ctx["generation"] != generation:
+            if (not await restore_snapshots(new, with_city)
+                    or ctx["generation"] != generation):
                 log.info("restore of partitions %s abandoned: another rebalance", sorted(new))
                 return  # the next assignment places (and restores) them
         unset = [faust.types.TP(t, p) for (t, p), off in assigned.items()
@@ -559,13 +614,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             log.info("dropped %d events of partitions no longer assigned",
                      len(events) - len(fresh))
         events = await in_order(fresh)
-        if events and not ctx["city"]:
-            # only events of placed partitions are left, so the changelog has been read
-            ctx["city"] = True
-            blob = snapshots.pop(CITY_KEY, None)
-            if blob:
-                processor.restore_city(blob)
-                log.info("restored the city state (%d bytes)", len(blob))
+        ticks = [e for e in events if e.message.topic == tick_name]
+        if ticks:
+            events = [e for e in events if e.message.topic != tick_name]
         msgs = [
             Message(
                 e.message.topic, e.message.partition, e.message.offset,
@@ -580,16 +631,70 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         out = processor.process(msgs)
         if tracing:
             _trace(events, processor, before, skipped0)
+        await send(out)
+        if out.tick_state is not None and out.tick_boundary is not None:
+            parts = sorted(f"{t}:{p}" for t, p in ctx["owned"] if t in readings_topics)
+            values = encode_tick_state(out.tick_boundary, parts, out.tick_state)
+            for value in values:  # in order, to one partition: the parts come last
+                sent.append(await outputs["tickstate"].send(
+                    key=b"tick", value=value, partition=TICK_PARTITION, force=True))
+            metrics.messages_out.labels("worker", "tickstate").inc(len(values))
+        pending.extend(events)
+        _observe(metrics, events, out, time.perf_counter() - t0, offsets)
+        if ticks:
+            metrics.messages_in.labels("worker", tick_name).inc(len(ticks))
+            await city_tick(ticks)
+            pending.extend(ticks)
+        if checkpoint_due():
+            await checkpoint()
+
+    async def send(out: Any) -> None:
+        """Send a processor's (or the city ticker's) outputs; the delivery futures are awaited
+        before the next checkpoint acks anything."""
         for name, items in out.by_topic():
             topic = outputs[name]
             for key, value in items:
                 sent.append(await topic.send(key=key, value=value))
             if items:
                 metrics.messages_out.labels("worker", name).inc(len(items))
-        pending.extend(events)
-        _observe(metrics, events, out, time.perf_counter() - t0, offsets)
-        if checkpoint_due():
-            await checkpoint()
+
+    def activate_city() -> CityTicker:
+        """The first tick-state event of a new owner: restore the city state the changelog
+        read found (``start_positions`` read it before the partition was placed)."""
+        ticker = city["ticker"]
+        assert ticker is not None
+        if not city["active"]:
+            blob = snapshots.pop(CITY_KEY, None)
+            chunks = [snapshots.pop(k) for k in [k for k in snapshots if is_city_key(k)]]
+            if blob:
+                ticker.restore(blob, chunks)
+            city["active"] = True
+            city["generation"] += 1
+            metrics.city_owner.labels("worker").set(1)
+            log.info("this worker now runs the city tick (%s; %d sensors, last tick %s, "
+                     "position %d)", f"restored {len(blob)} bytes" if blob else "no saved state",
+                     ticker.sensors, ticker.last_tick, ticker.position)
+        return ticker
+
+    async def city_tick(events: list[Any]) -> None:
+        """Merge tick-state messages into the city state; send what its ticks produce."""
+        ticker = city["ticker"] if processor.models is not None else None
+        if ticker is None:
+            return
+        ticker = activate_city()
+        for e in events:
+            m = e.message
+            if m.partition != TICK_PARTITION or m.value is None:
+                continue
+            try:
+                out = ticker.apply(m.offset, m.value)
+            except Exception as exc:  # an undecodable message (another version)
+                log.error("tick state at %s[%d]@%d not applied: %r", m.topic, m.partition,
+                          m.offset, exc)
+                ticker.position = max(ticker.position, m.offset)
+                continue
+            await send(out)
+            _observe_city(metrics, ticker, out)
 
     @app.agent(readings, name="readings")
     async def process(stream: faust.StreamT) -> None:
@@ -626,6 +731,18 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     async def heal_gaps() -> None:
         await heal()
 
+    @app.timer(interval=1.0)
+    async def city_poll() -> None:
+        # a readings partition that stopped reporting is waited for only so long
+        ticker = city["ticker"]
+        if not city["active"] or ticker is None or not rebalanced.is_set():
+            return
+        async with lock:
+            if city["active"] and city["ticker"] is ticker:
+                out = ticker.poll()
+                await send(out)
+                _observe_city(metrics, ticker, out)
+
     @app.timer(interval=5.0)
     async def lag() -> None:
         consumer = app.consumer
@@ -649,12 +766,17 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     if processor.models is not None:
         from streams.actions import ActionFeed
 
-        feed = ActionFeed(settings, processor.models.alerts, ready=lambda: bool(ctx["city"]),
+        def alerts() -> Any:
+            return city["ticker"].models.alerts
+
+        feed = ActionFeed(settings, alerts,
+                          ready=lambda: city["generation"] if city["active"] else None,
                           dead=lambda k, v: outputs["deadletter"].send(key=k, value=v))
         app.task(feed.run)
         app.citybrain_actions = feed  # type: ignore[attr-defined]
 
     app.citybrain_processor = processor  # type: ignore[attr-defined]
+    app.citybrain_city = city  # type: ignore[attr-defined]
     app.citybrain_metrics = metrics  # type: ignore[attr-defined]
     return app
 
@@ -767,6 +889,16 @@ def _observe(
         metrics.rows_out.labels("worker", "indicators").inc(out.indicator_rows)
     for reason, n in out.dead_reasons.items():
         metrics.deadletters.labels("worker", reason).inc(n)
+
+
+def _observe_city(metrics: Metrics, ticker: CityTicker, out: Any) -> None:
+    metrics.city_sensors.labels("worker").set(ticker.sensors)
+    for kind, n in out.rows.items():
+        metrics.rows_out.labels("worker", kind).inc(n)
+    if out.indicator_rows:
+        metrics.rows_out.labels("worker", "indicators").inc(out.indicator_rows)
+    if out.risk:
+        metrics.city_ticks.labels("worker").inc()
 
 
 def run_worker(settings: Settings) -> None:

@@ -30,6 +30,7 @@ tick, also for two workers).
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -44,13 +45,48 @@ log = logging.getLogger("citybrain.city")
 #: the partition of the tick-state topic that carries the messages (its other partitions stay
 #: empty: the topic has as many as the readings topics, so Faust's assignor co-partitions it)
 TICK_PARTITION = 0
+#: sensors per message (tick states, city snapshot chunks): ~60 bytes each after zstd, so a
+#: message stays far below the broker's default limit of 1 MB whatever the city's size
+MAX_SENSORS_PER_MESSAGE = 4000
 
 
-def encode_tick_state(boundary: float, parts: Iterable[str], state: dict[str, Any]) -> bytes:
-    """A worker's tick-state message: the boundary its watermark passed, the readings
-    partitions (``"topic:partition"``) it owns, and the tick inputs of its changed sensors."""
-    return encode_snapshot({"v": 1, "boundary": float(boundary), "parts": sorted(parts),
-                            "state": state})
+def split_tick_state(state: dict[str, Any], max_sensors: int) -> list[dict[str, Any]]:
+    """:meth:`models.stack.CityModels.tick_state` cut into parts of at most ``max_sensors``
+    sensors (by ranges of the sensor index; applying the parts in any order applies the
+    whole)."""
+    idx = np.asarray(state["idx"], dtype=np.int64)
+    if idx.size <= max_sensors:
+        return [state]
+    cuts = idx[::max_sensors].tolist()[1:]
+    bounds = list(zip([-1, *cuts], [*cuts, int(idx.max()) + 1], strict=True))
+    out = []
+    for lo, hi in bounds:
+        sel = (idx >= lo) & (idx < hi)
+        part: dict[str, Any] = {
+            "watermark": state.get("watermark"),
+            **{k: np.asarray(state[k])[sel] for k in ("idx", "score", "score_ts", "first_ts")},
+            "kinds": {},
+        }
+        for kind, ks in state["kinds"].items():
+            g = np.asarray(ks["idx"], dtype=np.int64)
+            ksel = (g >= lo) & (g < hi)
+            if ksel.any():
+                part["kinds"][kind] = {k: np.asarray(v)[ksel] for k, v in ks.items()}
+        out.append(part)
+    return out
+
+
+def encode_tick_state(boundary: float, parts: Iterable[str], state: dict[str, Any],
+                      max_sensors: int = MAX_SENSORS_PER_MESSAGE) -> list[bytes]:
+    """A worker's tick-state messages: the boundary its watermark passed, the tick inputs of
+    its changed sensors (in messages of at most ``max_sensors``) and, in the last message only,
+    the readings partitions (``"topic:partition"``) it owns, so the owner ticks only once it
+    has them all (a worker's messages are sent in order to one partition)."""
+    chunks = split_tick_state(state, max_sensors)
+    return [encode_snapshot({"v": 1, "boundary": float(boundary),
+                             "parts": sorted(parts) if i == len(chunks) - 1 else [],
+                             "state": c})
+            for i, c in enumerate(chunks)]
 
 
 class CityTicker:
@@ -149,28 +185,45 @@ class CityTicker:
         self.dirty = True
 
     # -- state -------------------------------------------------------------------------------
-    def snapshot(self) -> bytes:
-        """The ``__city__`` record: alerts, health reported, tick clock, the merged inputs of
-        every sensor heard of, the partitions' boundaries and the position."""
-        return self.proc.snapshot_city({
+    def snapshot(self, max_sensors: int = MAX_SENSORS_PER_MESSAGE) -> list[bytes]:
+        """The ``__city__`` records: first the main one (alerts, health reported, tick clock,
+        the partitions' boundaries, the position), then the merged inputs of every sensor heard
+        of in chunks of at most ``max_sensors``. Every record carries the same ``version`` (the
+        position and a random tag), so a restore never mixes chunks of two snapshots."""
+        version = f"{self.position}:{secrets.token_hex(8)}"
+        chunks = split_tick_state(self.models.tick_state(np.flatnonzero(self.heard)),
+                                  max_sensors)
+        main = self.proc.snapshot_city({
             "v": 2,
+            "version": version,
+            "chunks": len(chunks),
             "last_tick": self.last_tick,
             "position": self.position,
             "parts": self.parts,
-            "tick_state": self.models.tick_state(np.flatnonzero(self.heard)),
         })
+        return [main, *(encode_snapshot({"version": version, "tick_state": c})
+                        for c in chunks)]
 
-    def restore(self, blob: bytes) -> None:
-        """Restore :meth:`snapshot` (a record of an older version restores its alerts; the
-        inputs then come with the next tick states)."""
+    def restore(self, blob: bytes, chunks: Iterable[bytes] = ()) -> None:
+        """Restore :meth:`snapshot` (its main record and its chunks, in any order; chunks of
+        another version are ignored). Inputs missing from the chunks come again with the next
+        tick states (logged); a record of an older format restores its alerts only."""
         body = self.proc.restore_city(blob)
         self.last_tick = body.get("last_tick")
         self.position = int(body.get("position", -1))
         self.parts = {str(k): float(v) for k, v in (body.get("parts") or {}).items()}
-        ts = body.get("tick_state")
-        if ts is not None:
+        version, want, got = body.get("version"), int(body.get("chunks") or 0), 0
+        for c in chunks:
+            cb = decode_snapshot(c)
+            if version is None or cb.get("version") != version:
+                continue
+            ts = cb["tick_state"]
             self.models.apply_tick_state(ts)
             self.heard[np.asarray(ts["idx"], dtype=np.int64)] = True
+            got += 1
+        if got < want:
+            log.warning("city state: %d of %d chunks of its sensors' inputs found; the rest "
+                        "come with the next tick states", got, want)
         self.behind_since.clear()
         self.given_up.clear()
         self.dirty = False

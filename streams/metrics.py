@@ -15,6 +15,9 @@ One registry per process (not the global default, so tests can build several app
 ``citybrain_buffered_rows``           gauge      rows the sink holds in memory
 ``citybrain_store_failures_total``    counter    failed inserts (the sink pauses and retries)
 ``citybrain_checkpoints_total``       counter    state snapshots written (worker)
+``citybrain_city_owner``              gauge      1 in the worker that runs the city tick
+``citybrain_city_sensors``            gauge      sensors whose tick inputs the city state holds
+``citybrain_city_ticks_total``        counter    city ticks run (risk, alerts, health)
 ====================================  =========  ===============================================
 """
 
@@ -62,6 +65,12 @@ class Metrics:
                                       registry=r)
         self.checkpoints = Counter("citybrain_checkpoints", "state snapshots written", lbl,
                                    registry=r)
+        self.city_owner = Gauge("citybrain_city_owner", "1 if this worker runs the city tick",
+                                lbl, registry=r)
+        self.city_sensors = Gauge("citybrain_city_sensors",
+                                  "sensors whose tick inputs the city state holds", lbl,
+                                  registry=r)
+        self.city_ticks = Counter("citybrain_city_ticks", "city ticks run", lbl, registry=r)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Serve ``/metrics`` on ``port`` (0 = off) in a daemon thread."""

@@ -17,8 +17,10 @@ from config.settings import Settings
 READINGS = tuple(f"readings.{d}" for d in DOMAINS)
 #: ``actions``: operator acknowledge/resolve from the dashboard to every worker
 #: (JSON ``{"alert_id", "action", "by", "ts"}``, key the alert id; see streams/actions.py)
+#: ``tickstate``: the workers' city-tick inputs to the one owner of the city tick
+#: (partition 0 only; see streams/city.py)
 DERIVED = ("indicators", "anomalies", "risk", "alerts", "deadletter", "groundtruth",
-           "actions")
+           "actions", "tickstate")
 
 
 def all_topics(settings: Settings) -> list[str]:

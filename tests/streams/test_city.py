@@ -21,7 +21,7 @@ from models.frame import encode
 from models.params import DEFAULT_PATH, parse_params
 from models.sensors import SensorTable
 from models.stack import CityModels
-from streams.city import CityTicker, encode_tick_state
+from streams.city import MAX_SENSORS_PER_MESSAGE, CityTicker, encode_tick_state
 from streams.codecs import decode_indicators, decode_table
 from streams.processor import Message, Outputs, Processor
 
@@ -92,7 +92,7 @@ def _city_rows(outs: list[Outputs]) -> dict:
             for i in range(len(b)):
                 got["city_indicators"][(b.entity_type[i], b.entity_id[i], b.name[i],
                                         float(b.ts[i]))] = float(b.value[i])
-        for key, v in out.anomalies + out.risk + out.alerts:
+        for _key, v in out.anomalies + out.risk + out.alerts:
             table, cols = decode_table(v)
             if table == "anomalies":
                 continue
@@ -146,15 +146,35 @@ def test_tick_from_merged_tick_states_equals_the_tick_of_one_process(city, param
         assert np.array_equal(a.indicators[k], b.indicators[k], equal_nan=True)
 
 
-def _run_workers(city, params, batches, owners: list[set[str]]) -> tuple[list, list, CityTicker]:
+class Feed:
+    """The tick-state partition as the owner reads it: messages at consecutive offsets."""
+
+    def __init__(self, owner: CityTicker) -> None:
+        self.owner, self.offset = owner, 0
+
+    def send(self, boundary, parts, state, max_sensors=MAX_SENSORS_PER_MESSAGE) -> Outputs:
+        """A worker's tick state (one or more messages); the owner's outputs, merged."""
+        out = Outputs()
+        for value in encode_tick_state(boundary, parts, state, max_sensors):
+            o = self.owner.apply(self.offset, value)
+            self.offset += 1
+            out.risk += o.risk
+            out.alerts += o.alerts
+            out.anomalies += o.anomalies
+            out.indicators += o.indicators
+        return out
+
+
+def _run_workers(city, params, batches, owners: list[set[str]],
+                 max_sensors: int = MAX_SENSORS_PER_MESSAGE) -> tuple[list, list, CityTicker]:
     """Workers (one per set of readings topics) that publish their tick states, and an owner
     that merges them in the order they were sent; returns (worker outputs, owner outputs)."""
     workers = [_processor(city, params, publish_ticks=True) for _ in owners]
     owner = CityTicker(_processor(city, params), expected=[
         f"city.readings.{d}:{p}" for d in ("traffic", "environment", "utility")
         for p in range(PARTITIONS)])
+    feed = Feed(owner)
     w_outs, c_outs = [], []
-    offset = 0
     for batch in batches:
         sent = []
         for w, topics in zip(workers, owners, strict=True):
@@ -163,10 +183,9 @@ def _run_workers(city, params, batches, owners: list[set[str]]) -> tuple[list, l
             w_outs.append(out)
             if out.tick_state is not None:
                 parts = {f"{t}:{p}" for t in topics for p in range(PARTITIONS)}
-                sent.append(encode_tick_state(out.tick_boundary, parts, out.tick_state))
-        for value in sent:
-            c_outs.append(owner.apply(offset, value))
-            offset += 1
+                sent.append((out.tick_boundary, parts, out.tick_state))
+        for b, parts, state in sent:
+            c_outs.append(feed.send(b, parts, state, max_sensors))
     return w_outs, c_outs, owner
 
 
@@ -193,19 +212,20 @@ def test_two_workers_tick_as_one(city, params, batches):
     local = _processor(city, params)
     ref = [local.process(b) for b in batches]
     split = [{"city.readings.traffic"}, {"city.readings.environment", "city.readings.utility"}]
-    w_outs, c_outs, owner = _run_workers(city, params, batches, split)
+    # in messages of 700 sensors: the owner ticks only after a worker's last one
+    w_outs, c_outs, owner = _run_workers(city, params, batches, split, max_sensors=700)
     assert _per_reading(w_outs) == _per_reading(ref)
     assert _city_rows(c_outs) == _city_rows(ref)
     assert owner.ticks == _city_rows(ref)["tables"]["district_risk"] // len(city.districts)
 
     # a half on its own is not the city: risk, health and alerts differ
-    alone = CityTicker(_processor(city, params))
+    alone = Feed(CityTicker(_processor(city, params)))
     w = _processor(city, params, publish_ticks=True)
     outs = []
-    for i, b in enumerate(batches):
+    for b in batches:
         o = w.process([m for m in b if m.topic in split[0]])
         if o.tick_state is not None:
-            outs.append(alone.apply(i, encode_tick_state(o.tick_boundary, ["t:0"], o.tick_state)))
+            outs.append(alone.send(o.tick_boundary, ["t:0"], o.tick_state))
     assert _city_rows(outs) != _city_rows(ref)
 
 
@@ -220,9 +240,10 @@ def test_owner_waits_for_every_partition_but_not_forever(city, params, batches):
         if out.tick_state is not None:
             states.append((out.tick_boundary, out.tick_state))
     assert len(states) >= 4
-    (b1, s1), (b2, s2), (b3, s3) = states[:3]
+    (b1, s1), (b2, s2), (b3, _) = states[:3]
+    feed = Feed(owner)
     # "b:0" never reported: the first tick waits for it ...
-    assert not owner.apply(0, encode_tick_state(b1, ["a:0"], s1)).risk
+    assert not feed.send(b1, ["a:0"], s1).risk
     now[0] = 29.0
     assert not owner.poll().risk
     # ... for wait_s at most
@@ -231,14 +252,15 @@ def test_owner_waits_for_every_partition_but_not_forever(city, params, batches):
     assert out.risk and owner.last_tick == b1
     # "b:0" reports: it is waited for again, until both have passed b2
     nothing = w.models.tick_state(np.zeros(0, dtype=np.int64))
-    assert not owner.apply(1, encode_tick_state(b1, ["b:0"], nothing)).risk
-    assert not owner.apply(2, encode_tick_state(b2, ["a:0"], s2)).risk
+    assert not feed.send(b1, ["b:0"], nothing).risk
+    assert not feed.send(b2, ["a:0"], s2).risk
     now[0] = 40.0
     assert not owner.poll().risk
-    assert owner.apply(3, encode_tick_state(b2, ["b:0"], s2)).risk
+    assert feed.send(b2, ["b:0"], s2).risk
     assert owner.last_tick == b2
     # a redelivered message (offset already applied) changes nothing
-    assert not owner.apply(3, encode_tick_state(b3, ["a:0", "b:0"], s3)).risk
+    feed.offset -= 1
+    assert not feed.send(b3, ["a:0", "b:0"], nothing).risk
     assert owner.skipped == 1
 
 
@@ -250,14 +272,18 @@ def test_owner_state_survives_a_handover(city, params, batches):
     for b in batches:
         out = w.process(b)
         if out.tick_state is not None:
-            msgs.append(encode_tick_state(out.tick_boundary, ["a:0"], out.tick_state))
+            msgs += encode_tick_state(out.tick_boundary, ["a:0"], out.tick_state)
     cut = len(msgs) // 2
     one = CityTicker(_processor(city, params), expected=["a:0"])
     whole = [one.apply(i, m) for i, m in enumerate(msgs)]
     first = CityTicker(_processor(city, params), expected=["a:0"])
     head = [first.apply(i, m) for i, m in enumerate(msgs[:cut])]
     second = CityTicker(_processor(city, params), expected=["a:0"])
-    second.restore(first.snapshot())
+    main, *chunks = first.snapshot(max_sensors=600)  # the inputs in 9 chunks
+    assert len(chunks) == 9
+    # chunks of another snapshot (an older checkpoint's, left in the changelog) are ignored
+    stale = CityTicker(_processor(city, params)).snapshot()[1:]
+    second.restore(main, [*reversed(chunks), *stale])
     # the new owner reads again from the committed offset: what it holds is skipped
     tail = [second.apply(i, m) for i, m in enumerate(msgs) if i >= cut - 2]
     assert second.skipped == 2

@@ -196,21 +196,24 @@ def test_kafka_broker_restart_mid_stream(server_store, unique, spawn, tmp_path):
 
 def test_two_workers_one_killed_store_what_one_worker_stores(kafka_bootstrap, server_store,
                                                              unique, spawn):
-    """Two workers in one consumer group share the 4 readings partitions; one is SIGKILLed
-    mid-stream and the other takes its partitions over (restoring their state from the
-    table). Stored readings and sensor indicators equal the single-worker result exactly (the
-    plain-Python reference, which the one-worker tests match)."""
+    """Two workers in one consumer group share the 4 readings partitions; the one that runs
+    the city tick is SIGKILLed mid-stream and the other takes its partitions and the city tick
+    over (restoring their state from the changelog). Stored readings and sensor indicators
+    equal the single-worker result exactly (the plain-Python reference, which the one-worker
+    tests match); the city tick ran in one worker at a time, over the sensors of both."""
     city = load_city(SMALL_CITY)
     frames = traffic_frames(city, steps=80, start=START, seed=15)
+    sensors = {s for f in frames for s in f.sensor_id.tolist()}
     expected = expected_rolling_means(frames, window_s=WINDOW, step_s=60, lateness_s=LATENESS)
     producer = PacedProducer(kafka_bootstrap, unique, frames, seconds=30, hold_at=0.75)
     e = env(unique, kafka_bootstrap, **_store_env(server_store))
     ports = [free_port(), free_port()]
     w1 = spawn("worker1", ["worker"], {**e, "CITYBRAIN_METRICS_PORT": str(ports[0])})
     w2 = spawn("worker2", ["worker"], {**e, "CITYBRAIN_METRICS_PORT": str(ports[1])})
+    workers = [w1, w2]
     sink = spawn("sink", ["sink"], e)
-    wait_until(lambda: all("[^Worker]: Ready" in w.tail(20000) for w in (w1, w2)), timeout=120,
-               what="both workers ready", procs=[w1, w2, sink])
+    wait_until(lambda: all("[^Worker]: Ready" in w.tail(20000) for w in workers), timeout=120,
+               what="both workers ready", procs=[*workers, sink])
     producer.start()
 
     def both_working() -> bool:
@@ -219,21 +222,47 @@ def test_two_workers_one_killed_store_what_one_worker_stores(kafka_bootstrap, se
         return all(x > 0 for x in n)
 
     wait_until(both_working, timeout=120, what="both workers to process readings",
-               procs=[w1, w2, sink])
-    # kill worker2 once it has checkpointed state of its own
-    wait_until(lambda: metric_value(ports[1], "citybrain_checkpoints_total") >= 2, timeout=60,
-               what="a checkpoint of worker2", procs=[w1, w2, sink])
+               procs=[*workers, sink])
+
+    def gauge(i: int, name: str) -> float:
+        return metric_value(ports[i], name) if workers[i].alive() else 0.0
+
+    def city_owner() -> int | None:
+        owner = [gauge(i, "citybrain_city_owner") for i in range(2)]
+        sensed = [gauge(i, "citybrain_city_sensors") for i in range(2)]
+        print(f"city owner {owner}, sensors held {sensed} of {len(sensors)}")
+        if sorted(owner) != [0.0, 1.0]:
+            return None
+        i = owner.index(1.0)
+        return i if sensed[i] == len(sensors) else None
+
+    # one worker runs the city tick, over the sensors of both
+    wait_until(lambda: city_owner() is not None, timeout=120, what="one city tick owner",
+               procs=[*workers, sink])
+    victim = city_owner()
+    assert victim is not None
+    survivor = 1 - victim
+    # kill the owner once it has checkpointed state of its own
+    wait_until(lambda: metric_value(ports[victim], "citybrain_checkpoints_total") >= 2,
+               timeout=60, what="a checkpoint of the city tick's owner", procs=[*workers, sink])
     assert producer.sent < len(frames), "the stream had ended before the kill"
-    w2.kill()
-    w1.tail()  # flushes its log
-    killed_at = w1.log.stat().st_size
+    killed_at = server_store.query("SELECT max(ts) AS t FROM district_risk")["t"][0]
+    workers[victim].kill()
+    live = workers[survivor]
+    live.tail()  # flushes its log
+    log_at = live.log.stat().st_size
     producer.finish()
-    _wait_all(server_store, frames, expected, [w1, sink], kafka=(kafka_bootstrap, unique))
+    _wait_all(server_store, frames, expected, [live, sink], kafka=(kafka_bootstrap, unique))
     _check_exact(server_store, frames, expected, kafka=(kafka_bootstrap, unique))
-    w1.tail()
-    after = w1.log.read_bytes()[killed_at:].decode(errors="replace")
-    assert "restoring state of gateway" in after, "worker1 took over without state"
-    assert w1.stop() == 0, w1.tail()
+    live.tail()
+    after = live.log.read_bytes()[log_at:].decode(errors="replace")
+    assert "restoring state of gateway" in after, "the survivor took over without state"
+    assert "now runs the city tick (restored" in after, "the city tick moved without its state"
+    wait_until(lambda: city_owner() == survivor, timeout=60, what="the survivor's city tick",
+               procs=[live, sink])
+    risk = server_store.query("SELECT max(ts) AS t, uniqExact(district) AS d FROM district_risk")
+    assert risk["t"][0] > killed_at and risk["d"][0] == len(city.districts)
+    assert live.stop() == 0, live.tail()
     assert sink.stop() == 0, sink.tail()
 
 
