@@ -249,3 +249,56 @@ def test_actions_stop_escalation_resolve_and_survive_a_restart(
         tail.stopped.set()
         tail.join(10)
         producer.close()
+
+
+def test_action_feed_follows_the_alert_state_it_serves(kafka_bootstrap, unique):
+    """The feed reads only while its worker serves an alert state (the city tick's owner), and
+    when that state changes hands (a new token: restored by a new owner) it reads the topic
+    again from the *new* state's positions: no action skipped, none applied twice."""
+    import asyncio
+
+    from models.alerts import AlertManager
+    from streams.actions import ActionFeed
+
+    settings = load_settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=unique)
+    ensure_topics(settings)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    ids = [f"D0{i}:traffic:{int(START)}" for i in range(1, 5)]
+    for i, alert_id in enumerate(ids):  # one partition: the positions are plain offsets
+        producer.send(settings.topic("actions"), key=alert_id.encode(), partition=0,
+                      value=encode_action(Action(alert_id, "acknowledged", "op", START + i)))
+    producer.flush()
+    producer.close()
+
+    def manager() -> AlertManager:
+        return AlertManager(thresholds={"traffic": 0.5})
+
+    first = manager()
+    second = manager()
+    second.action_positions = {"0": 2}  # a state restored from a checkpoint after 2 actions
+    serving: dict[str, Any] = {"state": first, "token": None}
+    feed = ActionFeed(settings, lambda: serving["state"], ready=lambda: serving["token"],
+                      poll_ms=100)
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(feed.run())
+        await asyncio.sleep(2.0)
+        assert feed.seen == 0, "the feed read before its worker served an alert state"
+        serving["token"] = 1
+        for _ in range(100):
+            if first.action_positions.get("0") == 4:
+                break
+            await asyncio.sleep(0.1)
+        serving["state"], serving["token"] = second, 2  # the ownership moved and came back
+        for _ in range(100):
+            if second.action_positions.get("0") == 4:
+                break
+            await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert first.action_positions == {"0": 4} and sorted(first.deferred) == sorted(ids)
+    # the second state read on from its own position: the two actions after its checkpoint
+    assert second.action_positions == {"0": 4} and sorted(second.deferred) == sorted(ids[2:])
