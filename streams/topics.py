@@ -23,6 +23,12 @@ DERIVED = ("indicators", "anomalies", "risk", "alerts", "deadletter", "groundtru
            "actions", "tickstate")
 
 
+#: topic settings at creation: the tick states are read at once by the city tick's owner (a new
+#: owner starts from the last checkpoint, seconds old), so an hour is plenty; at the default
+#: city's ~0.3 MB a minute per worker they would otherwise fill days of the broker's retention
+CONFIGS = {"tickstate": {"retention.ms": str(3_600_000), "segment.ms": str(600_000)}}
+
+
 def all_topics(settings: Settings) -> list[str]:
     return [settings.topic(t) for t in (*READINGS, *DERIVED)]
 
@@ -52,11 +58,13 @@ def ensure_topics(
     try:
         existing = set(client.list_topics())
         missing = [t for t in all_topics(settings) if t not in existing]
+        configs = {settings.topic(name): c for name, c in CONFIGS.items()}
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 client.create_topics(
                     [
-                        NewTopic(t, settings.kafka_partitions, settings.kafka_replication)
+                        NewTopic(t, settings.kafka_partitions, settings.kafka_replication,
+                                 topic_configs=configs.get(t, {}))
                         for t in missing
                     ]
                 )

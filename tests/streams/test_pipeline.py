@@ -242,3 +242,24 @@ def test_read_changelog_gives_the_latest_value_per_key(broker, request, unique):
     assert len(got[1][b"GW-1-4"]) == 60_000
     with pytest.raises(TimeoutError):
         asyncio.run(read_changelog(settings, f"{unique}-missing", {0}, time.monotonic() + 2))
+
+
+@pytest.mark.services
+def test_tick_state_topic_is_created_with_a_short_retention(kafka_bootstrap, unique):
+    """The workers' tick states are consumed at once: their topic keeps an hour, not the
+    broker's default week (~0.3 MB a minute per worker for the default city)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from streams.topics import admin
+
+    settings = load_settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=unique)
+    assert settings.topic("tickstate") in ensure_topics(settings)
+    client = admin(settings)
+    try:
+        got = client.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, settings.topic("tickstate"))])
+    finally:
+        client.close()
+    cfg = got["topic"][settings.topic("tickstate")]
+    assert cfg["retention.ms"]["value"] == "3600000"
+    assert cfg["segment.ms"]["value"] == "600000"
