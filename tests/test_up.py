@@ -35,6 +35,9 @@ def test_up_runs_live_and_stops_cleanly(tmp_path, spawn):
 
     first = wait_until(stored, timeout=150, what="readings from `citybrain up`", procs=[up])
     wait_until(lambda: stored() > first, timeout=60, what="more readings (live data)", procs=[up])
+    # the city tick (the worker's own, through the tick-state topic) writes district risk
+    wait_until(lambda: int(_sql(url, "SELECT uniqExact(district) FROM district_risk")[0][0]),
+               timeout=90, what="district risk from the city tick", procs=[up])
     page = urllib.request.urlopen(url, timeout=10).read().decode()
     assert "citybrain" in page
 
