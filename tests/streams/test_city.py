@@ -24,17 +24,8 @@ from models.stack import CityModels
 from streams.city import MAX_SENSORS_PER_MESSAGE, CityTicker, encode_tick_state
 from streams.codecs import decode_indicators, decode_table
 from streams.processor import Message, Outputs, Processor
+from tests.store.test_backfill_parallel import EAGER  # eager models: every output, alerts too
 
-# eager models (as tests/store/test_backfill_parallel.py): a quarter hour of bad_day then
-# gives every derived output, alerts included
-EAGER = {
-    "health": {"stuck_readings": 3, "spike_k": 3.0, "dropout_intervals": 2.0},
-    "seasonal": {"min_count": 2},
-    "multivariate": {"fit_after": 16, "refit_every_s": 600.0, "min_sensor_windows": 1,
-                     "score_every": 1},
-    "thresholds": {"traffic": 0.5, "environment": 0.5, "utility": 0.5},
-    "alerts": {"warmup_s": 60.0, "open_after_s": 0.0, "aqi_level": 0.0},
-}
 PARTITIONS = 4
 SIM_TICKS_PER_BATCH = 6
 
