@@ -130,10 +130,19 @@ def _single(n: int) -> list[tuple[bytes, bytes]]:
 
 
 def _producer(bootstrap: str, linger_ms: int = 20) -> Any:
+    """The replay's producer; frames placed as the simulator places them (every gateway of a
+    kind on one partition, ``config/partitioning.py``; ``BENCH_PIPELINE_PARTITION_BY=gateway``
+    for Kafka's default). Keys that are no gateway (the naive agent's sensor ids) go by the
+    default partitioner either way."""
     from kafka import KafkaProducer
 
+    from config.city import load_city
+    from sensors_sim.publisher import city_partitioner
+
+    by = os.environ.get("BENCH_PIPELINE_PARTITION_BY", "kind")
     return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms, batch_size=512 << 10,
-                         max_request_size=1 << 20, acks=1, delivery_timeout_ms=1_800_000)
+                         max_request_size=1 << 20, acks=1, delivery_timeout_ms=1_800_000,
+                         partitioner=city_partitioner(load_city(), by))
 
 
 def _produce_all(producer: Any, items: Iterable[tuple[str, bytes, bytes]],

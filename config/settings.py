@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     kafka_partitions: int = Field(4, ge=1, le=1024, description="partitions of created topics")
     kafka_replication: int = Field(1, ge=1, le=16)
+    kafka_partition_by: Literal["kind", "gateway"] = Field(
+        "kind",
+        description="how producers spread frames over the readings partitions: 'kind' (every "
+        "gateway of a kind in one partition: scores independent of the number of workers) or "
+        "'gateway' (Kafka's default, by key: even load); see config/partitioning.py",
+    )
     topic_prefix: str = Field("city", pattern=r"^[A-Za-z0-9._-]{1,100}$")
 
     # --- Store -------------------------------------------------------------------------------

@@ -202,7 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if speed < 0:
         raise SimError(f"--speed={speed!r}: must be >= 0")
     print(f"sim: {_summary(sim)}; speed x{speed:g} -> {settings.kafka_bootstrap}", file=sys.stderr)
-    publisher = Publisher(settings, compression=args.compression)
+    publisher = Publisher(settings, city=sim.city, compression=args.compression)
     total = None if sim.end == float("inf") else (sim.end - sim.start) / sim.tick_s
     progress = Progress(total=total, clock=clock, enabled=not args.quiet)
     try:
@@ -250,6 +250,24 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recording_city(header: dict[str, Any], settings: Any) -> Any:
+    """The city a recording was made of (its partitioning follows that city's gateways): the
+    file it names, at its sensor count; else the configured city."""
+    from config.city import load_city
+    from config.errors import ConfigError
+
+    try:
+        city = load_city(header.get("city_source") or settings.city_file)
+        n = header.get("sensors")
+        if isinstance(n, int) and n != len(city.sensors):
+            city = load_city(header.get("city_source"), sensors=n)
+        return city
+    except (ConfigError, ValueError) as exc:
+        log.warning("the recording's city %s cannot be loaded (%s): placing its frames by the "
+                    "configured city", header.get("city_source"), exc)
+        return load_city(settings.city_file)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from sensors_sim.clock import RealClock
     from sensors_sim.progress import Progress
@@ -268,7 +286,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     clock = RealClock()
-    publisher = Publisher(settings, compression=args.compression)
+    publisher = Publisher(settings, city=_recording_city(h, settings),
+                          compression=args.compression)
     progress = Progress(total=rec.total_ticks, clock=clock, enabled=not args.quiet)
     try:
         stats, done = replay(

@@ -1,7 +1,9 @@
 """Publishing frames and ground truth to Kafka (kafka-python), live or from a recording.
 
 Frames go to ``settings.topic("readings.<domain>")`` keyed by gateway id (so a sensor's
-readings stay in one partition, in order); labels go to ``settings.topic("groundtruth")`` as
+readings stay in one partition, in order), on the partition ``settings.kafka_partition_by``
+picks (:mod:`config.partitioning`: by default every gateway of a kind on one partition, so
+the workers' scores do not depend on how many there are); labels go to ``settings.topic("groundtruth")`` as
 JSON keyed by label id, when event time reaches their start. Topics are created by the caller
 (``citybrain up``, ``scripts/``) or auto-created by the broker.
 
@@ -20,7 +22,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from config.city import City
 from config.domains import DOMAINS
+from config.partitioning import CityPartitions
 from models.frame import Frame, encode
 from sensors_sim.clock import Clock, RealClock
 from sensors_sim.errors import SimError
@@ -37,15 +41,38 @@ class ProducerLike(Protocol):
     def close(self, timeout: float | None = None) -> None: ...
 
 
+def city_partitioner(city: City, by: str = "kind") -> Any:
+    """A kafka-python partitioner placing frames by :class:`config.partitioning.CityPartitions`
+    over the partitions the topic really has (from the producer's metadata)."""
+    from kafka.partitioner import Partitioner
+
+    class CityPartitioner(Partitioner):
+        def __init__(self) -> None:
+            self.rule = CityPartitions(city, by)  # type: ignore[arg-type]
+
+        def partition(self, topic: str, key: Any, serialized_key: bytes | None, value: Any,
+                      serialized_value: bytes | None, cluster: Any) -> int:
+            parts = cluster.partitions_for_topic(topic)
+            if not parts:
+                raise ValueError(f"Topic {topic} not found in ClusterMetadata")
+            ordered = sorted(parts)
+            return ordered[self.rule.index(serialized_key, len(ordered))]
+
+    return CityPartitioner()
+
+
 def producer_config(
     settings: Any,
     *,
+    city: City | None = None,
     linger_ms: int = 20,
     batch_size: int = 512 * 1024,
     compression: str | None = None,
     acks: int | str = "all",
 ) -> dict[str, Any]:
-    """kafka-python ``KafkaProducer`` options for publishing frames, from :class:`Settings`."""
+    """kafka-python ``KafkaProducer`` options for publishing frames, from :class:`Settings`;
+    frames are placed by ``settings.kafka_partition_by`` over the gateways of ``city`` (by
+    default ``settings.city_file``)."""
     if linger_ms < 0:
         raise ValueError(f"linger_ms must be >= 0, got {linger_ms!r}")
     if batch_size < 1024:
@@ -67,6 +94,13 @@ def producer_config(
         max_request_size=max(int(settings.max_frame_bytes) + 65536, 1_048_576),
         retries=5,
     )
+    by = getattr(settings, "kafka_partition_by", "gateway")
+    if by != "gateway":
+        if city is None:
+            from config.city import load_city
+
+            city = load_city(settings.city_file)
+        opts["partitioner"] = city_partitioner(city, by)
     return opts
 
 
@@ -83,14 +117,15 @@ class Publisher:
     """Sends frames and labels; owns its producer unless one is given."""
 
     def __init__(
-        self, settings: Any, *, producer: ProducerLike | None = None, **producer_opts: Any
+        self, settings: Any, *, producer: ProducerLike | None = None, city: City | None = None,
+        **producer_opts: Any,
     ) -> None:
         if producer is None:
             from kafka import KafkaProducer
             from kafka.errors import KafkaError
 
             try:
-                producer = KafkaProducer(**producer_config(settings, **producer_opts))
+                producer = KafkaProducer(**producer_config(settings, city=city, **producer_opts))
             except KafkaError as exc:
                 raise SimError(
                     f"cannot connect to Kafka at {settings.kafka_bootstrap}: {exc}"

@@ -35,9 +35,10 @@ is reported upstream (faust-streaming issues 21, 74, 176, 651). Without tables F
 only resumes the streams; the state is read here, with a deadline: a read that fails for
 ``RESTORE_TIMEOUT_S`` stops the worker instead of leaving it stalled.
 
-The snapshot's partition is murmur2 of the gateway id over the partition count, the producer's
-default partitioner (as the simulator's kafka-python producer), so a gateway's state lands in
-the changelog partition numbered like its readings partition.
+A gateway's snapshot goes to the changelog partition numbered like the readings partition its
+frames arrived on, whatever partitioner the producers use (config/partitioning.py: the
+simulator puts every gateway of a kind on one partition by default), so the owner of a readings
+partition finds the state of its gateways in the changelog partition of the same number.
 
 ``stream_wait_empty`` is off: with it, a rebalance would wait for every un-acked event, i.e. for
 the next checkpoint. Un-acked events of a revoked partition are simply processed again by the
@@ -185,6 +186,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     )
     #: the latest snapshot per key of the changelog partitions read at the last assignment
     snapshots: dict[bytes, bytes] = {}
+    #: the changelog partition each key of ``snapshots`` was read from
+    snapshot_partition: dict[bytes, int] = {}
 
     def restore_hook(gateway: str) -> bytes | None:
         blob = snapshots.pop(gateway.encode(), None)
@@ -224,10 +227,18 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     unstarted: dict[tuple[str, int], float] = {}
 
     def changelog_partition(key: bytes) -> int:
-        """The producer's default partitioner (murmur2, as aiokafka's and kafka-python's), over
-        the partition count: a gateway's snapshot goes to the changelog partition numbered like
-        its readings partition."""
-        return (murmur2(key) & 0x7FFFFFFF) % settings.kafka_partitions
+        """The changelog partition of ``key``: a gateway's snapshot goes to the partition
+        numbered like the readings partition its frames arrived on (``Processor.partition_of``;
+        the producers' partitioner decides that, config/partitioning.py); a key read from the
+        changelog stays where it was read (``snapshot_partition``); anything else (the city
+        tick's records, a gateway not seen since its restore) by Kafka's default partitioner
+        (murmur2, as aiokafka's and kafka-python's) over the partition count."""
+        p = processor.partition_of.get(key.decode(errors="replace"))
+        if p is None:
+            p = snapshot_partition.get(key)
+        if p is None:
+            p = (murmur2(key) & 0x7FFFFFFF) % settings.kafka_partitions
+        return p
 
     async def put_state(key: bytes, value: bytes, partition_of: bytes | None = None) -> Any:
         """Send one snapshot to the changelog, returning its delivery future (awaited before any
@@ -360,7 +371,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             ctx["generation"] += 1  # a restore still running for the old assignment is void
             numbers = {p for t, p in now if t in readings_topics}
             owner = (tick_name, TICK_PARTITION) in now
-            for blob_key in [k for k in snapshots if changelog_partition(k) not in numbers
+            for blob_key in [k for k in snapshots if snapshot_partition.get(k) not in numbers
                              and not (is_city_key(k) and owner)]:
                 del snapshots[blob_key]  # read again if the partition comes back
             if not owner and city["active"]:
@@ -446,7 +457,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         if ctx["generation"] != generation:
             return False
         for blob_key in [k for k in snapshots
-                         if changelog_partition(k) in partitions and not is_city_key(k)]:
+                         if snapshot_partition.get(k) in partitions and not is_city_key(k)]:
             del snapshots[blob_key]
         n = 0
         if with_city:
@@ -457,8 +468,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
                 if is_city_key(key):
                     if with_city and p == city_p:
                         snapshots[key] = value
+                        snapshot_partition[key] = p
                 elif p in partitions:
                     snapshots[key] = value
+                    snapshot_partition[key] = p
                     n += 1
         log.info("read %d snapshots (%d bytes) of changelog partitions %s in %.2fs",
                  n, sum(len(v) for v in snapshots.values()), sorted(wanted),

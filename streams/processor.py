@@ -242,6 +242,10 @@ class Processor:
         #: ``"topic:partition"``. Saved in the gateway's snapshot (one changelog message), so a
         #: restored state knows exactly which redelivered messages it already holds.
         self.positions: dict[str, dict[str, int]] = {}
+        #: gateway -> the partition number its latest frame arrived on (its state is
+        #: checkpointed to the changelog partition of that number, whatever the producers'
+        #: partitioner; see config/partitioning.py)
+        self.partition_of: dict[str, int] = {}
         self.skipped = 0  # redelivered messages the restored state already included
         #: called with a gateway id the first time it is seen; returns its saved state or None
         self.restore_hook: Callable[[str], bytes | None] | None = None
@@ -325,6 +329,7 @@ class Processor:
         for gw in gateways:
             self.windows.pop(gw, None)
             self.positions.pop(gw, None)
+            self.partition_of.pop(gw, None)
             self.dirty.discard(gw)
             self.tick_dirty.discard(gw)
 
@@ -398,6 +403,7 @@ class Processor:
                 self.skipped += 1
                 continue
             pos[tp] = msg.offset
+            self.partition_of[frame.gateway] = msg.partition
             metrics = KINDS[g.domain][g.kind]
             values = np.column_stack([frame.metrics[m] for m in metrics])
             late = w.add(idx, frame.ts, frame.seq, values)

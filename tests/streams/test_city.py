@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from config.city import load_city
+from config.partitioning import CityPartitions
 from models.frame import encode
 from models.params import DEFAULT_PATH, parse_params
 from models.sensors import SensorTable
@@ -43,9 +44,9 @@ def params():
     return parse_params(doc)
 
 
-@pytest.fixture(scope="module")
-def batches(city):
-    """bad_day, 15 minutes, as batches of messages on 4 partitions per readings topic."""
+def _batches(city, partition_of) -> list[list[Message]]:
+    """bad_day, 15 minutes, as batches of messages on 4 partitions per readings topic, each
+    frame on ``partition_of(gateway key)``."""
     from sensors_sim.engine import Simulator
     from sensors_sim.scenario import load_scenario
 
@@ -55,7 +56,7 @@ def batches(city):
     for i, (_t, frames) in enumerate(sim.ticks()):
         for f in frames:
             topic = f"city.readings.{f.domain}"
-            p = sum(f.gateway.encode()) % PARTITIONS
+            p = partition_of(f.gateway.encode())
             cur.append(Message(topic, p, offsets[(topic, p)], f.gateway.encode(), encode(f)))
             offsets[(topic, p)] += 1
         if (i + 1) % SIM_TICKS_PER_BATCH == 0:
@@ -64,6 +65,19 @@ def batches(city):
     if cur:
         out.append(cur)
     return out
+
+
+@pytest.fixture(scope="module")
+def batches(city):
+    return _batches(city, lambda key: sum(key) % PARTITIONS)
+
+
+@pytest.fixture(scope="module")
+def kind_batches(city):
+    """The same stream placed as the simulator places it: every gateway of a kind on one
+    partition (config/partitioning.py)."""
+    rule = CityPartitions(city, "kind")
+    return _batches(city, lambda key: rule.index(key, PARTITIONS))
 
 
 def _processor(city, params, **kw) -> Processor:
@@ -156,24 +170,28 @@ class Feed:
         return out
 
 
+READINGS_PARTITIONS = [f"city.readings.{d}:{p}" for d in ("traffic", "environment", "utility")
+                       for p in range(PARTITIONS)]
+
+
 def _run_workers(city, params, batches, owners: list[set[str]],
                  max_sensors: int = MAX_SENSORS_PER_MESSAGE) -> tuple[list, list, CityTicker]:
-    """Workers (one per set of readings topics) that publish their tick states, and an owner
-    that merges them in the order they were sent; returns (worker outputs, owner outputs)."""
+    """Workers (one per set of readings topics, or of ``topic:partition``) that publish their
+    tick states, and an owner that merges them in the order they were sent; returns (worker
+    outputs, owner outputs)."""
     workers = [_processor(city, params, publish_ticks=True) for _ in owners]
-    owner = CityTicker(_processor(city, params), expected=[
-        f"city.readings.{d}:{p}" for d in ("traffic", "environment", "utility")
-        for p in range(PARTITIONS)])
+    owner = CityTicker(_processor(city, params), expected=READINGS_PARTITIONS)
     feed = Feed(owner)
     w_outs, c_outs = [], []
+    owned = [{tp for tp in READINGS_PARTITIONS if tp in own or tp.rsplit(":", 1)[0] in own}
+             for own in owners]
     for batch in batches:
         sent = []
-        for w, topics in zip(workers, owners, strict=True):
-            mine = [m for m in batch if m.topic in topics]
+        for w, parts in zip(workers, owned, strict=True):
+            mine = [m for m in batch if f"{m.topic}:{m.partition}" in parts]
             out = w.process(mine)
             w_outs.append(out)
             if out.tick_state is not None:
-                parts = {f"{t}:{p}" for t in topics for p in range(PARTITIONS)}
                 sent.append((out.tick_boundary, parts, out.tick_state))
         for b, parts, state in sent:
             c_outs.append(feed.send(b, parts, state, max_sensors))
@@ -218,6 +236,39 @@ def test_two_workers_tick_as_one(city, params, batches):
         if o.tick_state is not None:
             outs.append(alone.send(o.tick_boundary, ["t:0"], o.tick_state))
     assert _city_rows(outs) != _city_rows(ref)
+
+
+def _by_number(numbers: set[int]) -> set[str]:
+    return {tp for tp in READINGS_PARTITIONS if int(tp.rsplit(":", 1)[1]) in numbers}
+
+
+def test_two_workers_of_a_kind_partitioned_stream_score_as_one(city, params, kind_batches,
+                                                               batches):
+    """As Faust splits a group: by partition number, across all readings topics. With every
+    gateway of a kind on one partition (the simulator's default), each worker holds whole
+    kinds, so every per-reading score, indicator and tick equals one process's. With the
+    gateways hashed over the partitions (Kafka's default partitioner), a sensor's spatial
+    neighbours and its kind's forest are split between the workers: the per-reading anomaly
+    rows differ (the readings, indicators and the city tick's inputs do not; see
+    docs/streams.md)."""
+    split = [_by_number({0, 2}), _by_number({1, 3})]
+    local = _processor(city, params)
+    ref = [local.process(b) for b in kind_batches]
+    w_outs, c_outs, _owner = _run_workers(city, params, kind_batches, split)
+    want = _per_reading(ref)
+    assert sum(want["anomalies"].values()) > 100
+    assert _per_reading(w_outs) == want
+    assert _city_rows(c_outs) == _city_rows(ref)
+    # both workers did score: neither half is empty
+    per_worker = [sum(o.rows["anomalies"] for o in w_outs[i::2]) for i in range(2)]
+    assert min(per_worker) > 0, per_worker
+
+    local = _processor(city, params)
+    ref = [local.process(b) for b in batches]
+    w_outs, _c, _o = _run_workers(city, params, batches, split)
+    got, want = _per_reading(w_outs), _per_reading(ref)
+    assert got["indicators"] == want["indicators"]
+    assert got["anomalies"] != want["anomalies"]
 
 
 def test_owner_waits_for_every_partition_but_not_forever(city, params, batches):
