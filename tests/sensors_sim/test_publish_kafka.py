@@ -112,3 +112,35 @@ def test_sim_run_stops_cleanly_on_sigterm(kafka_bootstrap: str) -> None:
     assert proc.returncode == 0, err.decode()
     assert "(stopped)" in err.decode()
     assert "published" in err.decode()
+
+
+def test_frames_of_a_kind_share_a_partition(kafka_bootstrap: str) -> None:
+    """The simulator's default placement (config/partitioning.py) on a real 4-partition topic:
+    every frame of a kind on the partition the rule gives, so a worker holds whole kinds."""
+    from config.city import load_city
+    from config.partitioning import CityPartitions
+    from config.settings import load_settings
+    from sensors_sim.scenario import load_scenario
+    from streams.topics import ensure_topics
+
+    prefix = f"simtest{uuid.uuid4().hex[:8]}"
+    settings = load_settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=prefix)
+    assert settings.kafka_partition_by == "kind" and settings.kafka_partitions == 4
+    ensure_topics(settings)
+    c = load_city()
+    sim = Simulator(c, load_scenario("normal_day"), seed=2, duration=300)
+    pub = Publisher(settings, city=c)
+    try:
+        stats = run_live(sim, pub, speed=0, clock=ManualClock())
+    finally:
+        pub.close()
+    topics = [settings.topic(f"readings.{d}") for d in ("traffic", "environment", "utility")]
+    msgs = _consume(kafka_bootstrap, topics, stats.frames)
+    assert len(msgs) == stats.frames
+    want = CityPartitions(c).kinds(4)
+    kind_of = {g.id: g.kind for g in c.gateways}
+    placed: dict[str, set[int]] = {}
+    for m in msgs:
+        placed.setdefault(kind_of[m.key.decode()], set()).add(m.partition)
+    assert placed == {k: {p} for k, p in want.items()}
+    assert len({m.partition for m in msgs}) == 4
