@@ -1,9 +1,10 @@
-"""Two workers score every reading exactly as one process does (real Apache Kafka and
-ClickHouse server).
+"""Two workers, one of them SIGKILLed mid-stream, score every reading exactly as one process
+does (real Apache Kafka and ClickHouse server).
 
 The simulator places every gateway of a kind on one readings partition (config/partitioning.py)
 and Faust splits the group by partition number, so each worker holds whole kinds: a sensor's
-spatial neighbours and its kind's IsolationForest are on the worker that scores it. The stored
+spatial neighbours and its kind's IsolationForest are on the worker that scores it; a worker
+that takes a partition over restores its gateways' state from the changelog. The stored
 anomaly rows of the default city (every kind) then equal the rows of one in-process processor
 over the same frames, value for value.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import threading
+import time
 from collections import defaultdict
 
 import numpy as np
@@ -21,7 +24,7 @@ import pytest
 from config.city import load_city
 from config.settings import DEFAULT_CITY, load_settings
 from models.frame import encode
-from sensors_sim.clock import ManualClock
+from sensors_sim.clock import RealClock
 from sensors_sim.engine import Simulator
 from sensors_sim.publisher import Publisher, run_live
 from sensors_sim.scenario import load_scenario
@@ -67,10 +70,10 @@ def _reference(settings) -> dict[tuple[str, int], list[tuple]]:
 
 def _epoch_s(v) -> int:
     if isinstance(v, dt.datetime):
-        return int(math.floor((v if v.tzinfo else v.replace(tzinfo=dt.UTC)).timestamp()))
+        return math.floor((v if v.tzinfo else v.replace(tzinfo=dt.UTC)).timestamp())
     if isinstance(v, np.datetime64):
         return int(v.astype("datetime64[s]").astype(np.int64))
-    return int(math.floor(float(v)))
+    return math.floor(float(v))
 
 
 def _norm(v):
@@ -90,8 +93,11 @@ def _assigned(log: str) -> set[str]:
                                                     "tickstate")}
 
 
-def test_two_workers_store_the_anomalies_of_one_process(kafka_bootstrap, server_store, unique,
-                                                        spawn):
+def test_two_workers_one_killed_store_the_anomalies_of_one_process(
+        kafka_bootstrap, server_store, unique, spawn):
+    """Two workers share the partitions; the one holding the loops (partition 0, and with it
+    the city tick) is SIGKILLed a third into the stream, and the other takes its partitions
+    over from the changelog. The stored anomaly rows equal one process's, value for value."""
     kw = server_store._kw
     e = env(unique, kafka_bootstrap,
             CITYBRAIN_STORE="clickhouse",
@@ -118,26 +124,61 @@ def test_two_workers_store_the_anomalies_of_one_process(kafka_bootstrap, server_
         return (all(owned) and not owned[0] & owned[1]
                 and len(owned[0] | owned[1]) == 4 * 4)  # readings + tick state
 
-    # both in the group before the first frame (a rebalance mid-stream would restore state
-    # from a checkpoint, which is tested elsewhere)
+    # both in the group before the first frame
     wait_until(split, timeout=180, what="the two workers to share the partitions", procs=procs)
+    victim = next(i for i, w in enumerate(workers) if "traffic:0" in _assigned(w.tail(200000)))
     expected = _reference(settings)
+    total = sum(len(f) for _t, frames in _simulator().ticks() for f in frames)
+
+    # the hour of event time in ~60 s of wall time, in the background
     pub = Publisher(settings)
-    try:
-        stats = run_live(_simulator(), pub, speed=0, clock=ManualClock())
-    finally:
-        pub.close()
-    assert not pub.stats.errors
+    result: dict = {}
+
+    def publish() -> None:
+        try:
+            result["stats"] = run_live(_simulator(), pub, speed=60.0, clock=RealClock())
+        except BaseException as exc:
+            result["error"] = exc
+        finally:
+            pub.close()
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+
+    def both_scoring_and_checkpointed() -> bool:
+        n = [metric_value(p, "citybrain_readings_in_total") for p in ports]
+        ck = metric_value(ports[victim], "citybrain_checkpoints_total")
+        print(f"readings in per worker {n}, victim checkpoints {ck}, "
+              f"published {pub.stats.readings}")
+        return min(n) > 0 and ck >= 3 and pub.stats.readings > total // 3
+
+    wait_until(both_scoring_and_checkpointed, timeout=180, what="both workers scoring",
+               procs=procs)
+    assert thread.is_alive() and pub.stats.readings < total, "the stream ended before the kill"
+    live = workers[1 - victim]
+    live.tail()
+    log_at = live.log.stat().st_size
+    workers[victim].kill()
+    procs = [live, sink]
+    thread.join(timeout=600)
+    assert "error" not in result, result.get("error")
+    stats = result["stats"]
+    assert stats.readings == total and not pub.stats.errors
+
+    seen = {"a": -1, "since": time.monotonic()}
 
     def stored() -> bool:
+        """Every reading, and every expected anomaly row or none more for 30 s (then the
+        comparison below says which rows differ)."""
         r = sum(server_store.query(f"SELECT count() AS n FROM readings_{d} FINAL")["n"][0]
                 for d in ("traffic", "environment", "utility"))
         a = server_store.query("SELECT count() AS n FROM anomalies FINAL")["n"][0]
-        print(f"readings {r}/{stats.readings}, anomalies {a}/{len(expected)}")
-        return r == stats.readings and a >= len(expected)
+        print(f"readings {r}/{total}, anomalies {a}/{len(expected)}")
+        if a != seen["a"]:
+            seen.update(a=a, since=time.monotonic())
+        return r == total and (a >= len(expected) or time.monotonic() - seen["since"] > 30)
 
     wait_until(stored, timeout=300, what="every reading and anomaly", procs=procs)
-    assert split(), "a rebalance happened during the stream"
     got = server_store.query(
         f"SELECT sensor_id, toUInt32(ts) AS t, {', '.join(COLS)} FROM anomalies FINAL")
     stored_rows = {}
@@ -148,12 +189,15 @@ def test_two_workers_store_the_anomalies_of_one_process(kafka_bootstrap, server_
     wrong = [k for k, row in stored_rows.items() if row not in expected[k]]
     assert not wrong, f"{len(wrong)} rows differ; first: " + "; ".join(
         f"{k}: {stored_rows[k]} not in {expected[k]}" for k in wrong[:5])
-    # rows of both workers: the loops' partition (0) is one worker's, air and weather the
-    # other's (partition 3 of 4, config/partitioning.py)
+    # rows of both workers' kinds: the loops' partition (0) was the victim's, air and weather
+    # the survivor's (partition 3 of 4, config/partitioning.py); the forest scored too
     kinds = {row[COLS.index("kind")] for row in stored_rows.values()}
     assert {"loop", "air", "weather"} <= kinds, kinds
     assert sum(1 for r in stored_rows.values() if r[COLS.index("multivariate")] is not None) > 0
-    # both workers scored readings
-    assert all(metric_value(p, "citybrain_readings_in_total") > 0 for p in ports)
+    # the survivor took the loops and the city tick over with their state, not afresh
+    live.tail()
+    after = live.log.read_bytes()[log_at:].decode(errors="replace")
+    assert "restoring state of gateway TR-G" in after, "the survivor took the loops over cold"
+    assert "now runs the city tick (restored" in after
     for p in procs:
         assert p.stop() == 0, p.tail()
