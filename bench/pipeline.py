@@ -6,10 +6,15 @@ consumer groups and ClickHouse database (dropped at the end).
 
 * ``e2e_readings_per_s``: N readings of the default city (``normal_day``, seed 1; 5,000,000, or
   50,000 with ``--quick``) are pre-encoded as frames, then produced with a batching kafka-python
-  producer (key = gateway id) while one ``citybrain worker`` and one ``citybrain sink`` run with
-  every derived output on (indicators, anomalies, risk, alerts, health). Time: first produce →
-  ``count() FINAL`` over the three readings tables equals N. The subprocesses are started and
-  their consumer groups are *Stable* before the clock starts.
+  producer (key = gateway id, placed as the simulator places them: every gateway of a kind on
+  one partition, ``BENCH_PIPELINE_PARTITION_BY=gateway`` for Kafka's default) while one
+  ``citybrain worker`` and one ``citybrain sink`` run with every derived output on
+  (indicators, anomalies, risk, alerts, health). Time: first produce → ``count() FINAL`` over
+  the three readings tables equals N, the worker's ``citybrain_readings_in_total`` equals N
+  and the sink has committed (stored) every message of the derived topics up to their ends
+  half a second after that. The worker's own offset commits, which follow its checkpoints, are
+  waited for and reported (``worker_committed_s``) but not in the clock. The subprocesses are
+  started and their consumer groups are *Stable* before the clock starts.
 * ``raw_consumer_readings_per_s``: an aiokafka consumer (fresh group) reads the same readings
   topics from the beginning and only decodes the frames (``models.frame.decode``): the transport
   ceiling. Time: first fetched batch → last reading decoded.
@@ -305,7 +310,9 @@ class _Pipeline:
             **SETTINGS,
         }
         cb = [sys.executable, "-m", "citybrain"]
-        self.procs = [_Proc(f"{self.prefix}-worker", [*cb, "worker"], env, log_dir),
+        self.metrics_port = _free_port()
+        self.procs = [_Proc(f"{self.prefix}-worker", [*cb, "worker"],
+                            {**env, "CITYBRAIN_METRICS_PORT": str(self.metrics_port)}, log_dir),
                       _Proc(f"{self.prefix}-sink", [*cb, "sink"], env, log_dir)]
         try:
             _wait_stable(KAFKA, [f"{self.prefix}-worker", f"{self.prefix}-sink"], self.procs, 120,
@@ -317,6 +324,19 @@ class _Pipeline:
 
     def topic(self, suffix: str) -> str:
         return str(self.settings.topic(suffix))
+
+    def worker_readings(self) -> float:
+        """The worker's ``citybrain_readings_in_total``: readings it has processed."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                        timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return 0.0
+        return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
+                   if line.startswith("citybrain_readings_in_total"))
 
     def count(self, final: bool) -> int:
         f = " FINAL" if final else ""
@@ -369,6 +389,10 @@ def _drop_topics(prefix: str) -> None:
         admin.close()
 
 
+#: the worker's output topics the sink stores
+DERIVED_STORED = ("indicators", "anomalies", "risk", "alerts")
+
+
 def _end_offsets(topics: list[str]) -> dict[Any, int]:
     from kafka import KafkaConsumer, TopicPartition
 
@@ -378,6 +402,14 @@ def _end_offsets(topics: list[str]) -> dict[Any, int]:
         return {tp: int(off) for tp, off in c.end_offsets(tps).items()}
     finally:
         c.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _caught_up(admin: Any, group: str, ends: dict[Any, int]) -> bool:
@@ -411,10 +443,13 @@ def _e2e(log_dir: Path, msgs: list[tuple[str, bytes, bytes]], total: int, timeou
         deadline = time.monotonic() + timeout
         last, last_change = -1, time.monotonic()
         readings_s: float | None = None  # all readings visible in ClickHouse
+        processed_s: float | None = None  # the worker processed every reading
+        derived_ends: dict[Any, int] | None = None  # the derived topics' ends by then
+        derived_s: float | None = None  # the sink stored every derived message up to them
         worker_s: float | None = None  # the worker committed every readings offset
         admin = _admin()
         try:
-            while readings_s is None or worker_s is None:
+            while readings_s is None or derived_s is None or worker_s is None:
                 for p in pipe.procs:
                     p.check()
                 if readings_s is None:
@@ -430,6 +465,15 @@ def _e2e(log_dir: Path, msgs: list[tuple[str, bytes, bytes]], total: int, timeou
                         raise RuntimeError(
                             f"stuck at {n}/{total} readings in ClickHouse for 60 s; sink log:\n"
                             + pipe.procs[1].log.read_text(errors="replace")[-3000:])
+                if processed_s is None and pipe.worker_readings() >= total:
+                    processed_s = time.perf_counter() - t0
+                    _log(f"e2e: the worker processed every reading ({processed_s:.1f} s)")
+                    time.sleep(0.5)  # the last batch's outputs leave its producer
+                    derived_ends = _end_offsets([pipe.topic(t) for t in DERIVED_STORED])
+                if (derived_s is None and derived_ends is not None
+                        and _caught_up(admin, f"{pipe.prefix}-sink", derived_ends)):
+                    derived_s = time.perf_counter() - t0
+                    _log(f"e2e: its outputs are stored ({derived_s:.1f} s)")
                 if worker_s is None and _caught_up(admin, f"{pipe.prefix}-worker", ends):
                     worker_s = time.perf_counter() - t0
                     _log(f"e2e: the worker committed every readings offset ({worker_s:.1f} s)")
@@ -439,8 +483,10 @@ def _e2e(log_dir: Path, msgs: list[tuple[str, bytes, bytes]], total: int, timeou
                 time.sleep(0.25)
         finally:
             admin.close()
-        assert readings_s is not None and worker_s is not None
-        elapsed = max(readings_s, worker_s)  # every reading stored and every one processed
+        assert readings_s is not None and derived_s is not None and worker_s is not None
+        # every reading stored, every one processed and what that produced stored (the
+        # worker's offset commits follow its checkpoints, seconds later: not in the clock)
+        elapsed = max(readings_s, derived_s)
         cpu1 = _cpu_seconds(pids)
         # CPU seconds per million readings, per process: less noisy than wall rates on a
         # shared machine (the bench process also polls count() every 0.5 s)
@@ -449,7 +495,9 @@ def _e2e(log_dir: Path, msgs: list[tuple[str, bytes, bytes]], total: int, timeou
         time.sleep(3)
         extra = {"produce_s": round(produced_s, 2), "seconds": round(elapsed, 2),
                  "readings_visible_s": round(readings_s, 2),
-                 "worker_caught_up_s": round(worker_s, 2),
+                 "worker_processed_s": round(processed_s or 0.0, 2),
+                 "outputs_stored_s": round(derived_s, 2),
+                 "worker_committed_s": round(worker_s, 2),
                  "coalesce_s": COALESCE_S, "settings": SETTINGS,
                  "cpu_s_per_million": cpu, "derived_rows": pipe.derived()}
         ok = True
@@ -684,8 +732,10 @@ def run(runs: int = 3, quick: bool = False) -> Iterable[dict[str, Any]]:
             common: dict[str, Any] = {"readings": total, "city_sensors": 5000, "scenario": "normal_day",
                       "kafka": KAFKA, "clickhouse": CLICKHOUSE}
             yield _line("e2e_readings_per_s", e2e, runs, "readings/s", **common, **e2e_extra,
-                        method="first produce -> count() FINAL of readings_* == N; 1 worker + "
-                               "1 sink subprocess, all derived outputs on")
+                        method="first produce -> count() FINAL of readings_* == N and the "
+                               "worker processed all N and the sink stored every derived "
+                               "message it had sent by then; 1 worker + 1 sink subprocess, "
+                               "all derived outputs on")
             yield _line("naive_readings_per_s", naive, runs, "readings/s",
                         readings=len(single),
                         method="Faust agent (bench/naive_agent.py), 1 reading/message, "

@@ -77,6 +77,8 @@ GAP_GIVE_UP_S = 30.0  # see in_order()
 CHANGELOG_SEGMENT_BYTES = 32 * 1024 * 1024
 #: the checkpoint interval is at least this many times the last checkpoint's build time
 CHECKPOINT_TIME_FACTOR = 20.0
+#: the most a fetch returns of one partition (worker and sink)
+FETCH_PARTITION_BYTES = 8 * 1024 * 1024
 RESTORE_TIMEOUT_S = 60.0  # see restore_snapshots(); below Faust's broker_request_timeout
 
 
@@ -152,6 +154,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         broker_session_timeout=settings.worker_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_s / 4),
         stream_wait_empty=False,
+        # per partition and fetch (Faust's default 1 MiB): the simulator puts every gateway of
+        # a kind on one partition, so most of the data can sit in one (config/partitioning.py)
+        consumer_max_fetch_size=FETCH_PARTITION_BYTES,
     )
     processor = build_processor(settings, publish_ticks=True)
     # The city tick (risk, alerts, health, city indicators) runs in the one worker that owns

@@ -234,6 +234,9 @@ class Sink:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=2000,
+            # per partition and fetch (kafka-python's default 1 MiB): most of the data can sit
+            # in one partition (config/partitioning.py)
+            max_partition_fetch_bytes=8 * 1024 * 1024,
             # Tansu (embedded broker) takes ~2 session timeouts to form a group; 6 s keeps the
             # first assignment to a few seconds and is fine for Apache Kafka too.
             session_timeout_ms=6000,
