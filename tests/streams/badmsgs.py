@@ -109,3 +109,30 @@ def bad_messages(n: int) -> st.SearchStrategy[list[tuple[bytes, str]]]:
         for s, k in zip(CLASSES.values(), sizes, strict=True)
     ]).map(lambda parts: [m for p in parts for m in p]).filter(
         lambda ms: len({m[0] for m in ms}) == len(ms))
+
+
+def draw_bad_messages(total: int, per_example: int = 250) -> list[tuple[bytes, str]]:
+    """``total`` generated bad messages, every class about equally often, for tests that push
+    them through a real pipeline once.
+
+    One hypothesis example cannot hold thousands of such values (its choice buffer overruns
+    at ~2,000), so this runs a generate-only hypothesis test that keeps every example's
+    ``per_example`` messages until ``total`` are drawn. Messages are distinct within an
+    example; a repeat across examples is another message at another offset all the same.
+    """
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    drawn: list[tuple[bytes, str]] = []
+    examples = -(-total // per_example)
+
+    @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(bad=bad_messages(per_example))
+    def keep(bad: list[tuple[bytes, str]]) -> None:
+        drawn.extend(bad)
+
+    for _ in range(10):  # hypothesis may stop short of max_examples; ask again
+        keep()
+        if len(drawn) >= total:
+            return drawn[:total]
+    raise AssertionError(f"hypothesis drew only {len(drawn)} of {total} bad messages")
