@@ -258,6 +258,11 @@ class Processor:
             self.reported_quality = np.zeros(len(t), dtype=np.uint16)
 
     # -- state -----------------------------------------------------------------------------------
+    def load_gateway(self, gateway: str) -> None:
+        """Bring a gateway's state into memory now (from ``restore_hook``) instead of at its
+        first frame."""
+        self._gateway_windows(gateway)
+
     def _gateway_windows(self, gateway: str) -> GatewayWindows:
         w = self.windows.get(gateway)
         if w is None:

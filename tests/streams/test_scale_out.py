@@ -130,13 +130,13 @@ def test_two_workers_one_killed_store_the_anomalies_of_one_process(
     expected = _reference(settings)
     total = sum(len(f) for _t, frames in _simulator().ticks() for f in frames)
 
-    # the hour of event time in ~60 s of wall time, in the background
+    # the hour of event time in ~80 s of wall time, in the background
     pub = Publisher(settings)
     result: dict = {}
 
     def publish() -> None:
         try:
-            result["stats"] = run_live(_simulator(), pub, speed=60.0, clock=RealClock())
+            result["stats"] = run_live(_simulator(), pub, speed=45.0, clock=RealClock())
         except BaseException as exc:
             result["error"] = exc
         finally:
@@ -150,7 +150,7 @@ def test_two_workers_one_killed_store_the_anomalies_of_one_process(
         ck = metric_value(ports[victim], "citybrain_checkpoints_total")
         print(f"readings in per worker {n}, victim checkpoints {ck}, "
               f"published {pub.stats.readings}")
-        return min(n) > 0 and ck >= 3 and pub.stats.readings > total // 3
+        return min(n) > 0 and ck >= 2 and pub.stats.readings > total // 3
 
     wait_until(both_scoring_and_checkpointed, timeout=180, what="both workers scoring",
                procs=procs)
