@@ -142,12 +142,12 @@ def _producer(bootstrap: str, linger_ms: int = 20) -> Any:
     from kafka import KafkaProducer
 
     from config.city import load_city
-    from sensors_sim.publisher import city_partitioner
+    from config.partitioning import CityPartitioner
 
-    by = os.environ.get("BENCH_PIPELINE_PARTITION_BY", "kind")
+    by: Any = os.environ.get("BENCH_PIPELINE_PARTITION_BY", "kind")  # checked by the rule
     return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms, batch_size=512 << 10,
                          max_request_size=1 << 20, acks=1, delivery_timeout_ms=1_800_000,
-                         partitioner=city_partitioner(load_city(), by))
+                         partitioner=CityPartitioner(load_city(), by))
 
 
 def _produce_all(producer: Any, items: Iterable[tuple[str, bytes, bytes]],

@@ -29,14 +29,18 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
+from kafka.partitioner import Partitioner
 from kafka.partitioner.default import murmur2
 
 from config.city import City
 
 PartitionBy = Literal["kind", "gateway"]
-PARTITION_BY: Final[tuple[str, ...]] = ("kind", "gateway")
+PARTITION_BY: Final[tuple[str, ...]] = get_args(PartitionBy)
+#: the most a fetch returns of one partition (worker and sink; their clients' default is 1 MiB):
+#: with the rule ``kind`` most of the data can sit in one partition
+FETCH_PARTITION_BYTES: Final = 8 * 1024 * 1024
 
 
 def default_partition(key: bytes, n: int) -> int:
@@ -92,3 +96,19 @@ class CityPartitions:
         if kind is None:
             return default_partition(key, n)
         return self.kinds(n)[kind]
+
+
+class CityPartitioner(Partitioner):
+    """A kafka-python partitioner placing frames by :class:`CityPartitions` over the partitions
+    the topic really has (from the producer's metadata)."""
+
+    def __init__(self, city: City, by: PartitionBy = "kind") -> None:
+        self.rule = CityPartitions(city, by)
+
+    def partition(self, topic: str, key: object, serialized_key: bytes | None, value: object,
+                  serialized_value: bytes | None, cluster: object) -> int:
+        parts = cluster.partitions_for_topic(topic)  # type: ignore[attr-defined]
+        if not parts:
+            raise ValueError(f"Topic {topic} not found in ClusterMetadata")
+        ordered = sorted(parts)
+        return int(ordered[self.rule.index(serialized_key, len(ordered))])

@@ -3,8 +3,8 @@
 Frames go to ``settings.topic("readings.<domain>")`` keyed by gateway id (so a sensor's
 readings stay in one partition, in order), on the partition ``settings.kafka_partition_by``
 picks (:mod:`config.partitioning`: by default every gateway of a kind on one partition, so
-the workers' scores do not depend on how many there are); labels go to ``settings.topic("groundtruth")`` as
-JSON keyed by label id, when event time reaches their start. Topics are created by the caller
+the workers' scores do not depend on how many there are); labels go to
+``settings.topic("groundtruth")`` as JSON keyed by label id, when event time reaches their start. Topics are created by the caller
 (``citybrain up``, ``scripts/``) or auto-created by the broker.
 
 :func:`run_live` paces event time against an injected :class:`~sensors_sim.clock.Clock`:
@@ -24,7 +24,7 @@ import numpy as np
 
 from config.city import City
 from config.domains import DOMAINS
-from config.partitioning import CityPartitions
+from config.partitioning import CityPartitioner
 from models.frame import Frame, encode
 from sensors_sim.clock import Clock, RealClock
 from sensors_sim.errors import SimError
@@ -39,26 +39,6 @@ class ProducerLike(Protocol):
     def flush(self, timeout: float | None = None) -> None: ...
 
     def close(self, timeout: float | None = None) -> None: ...
-
-
-def city_partitioner(city: City, by: str = "kind") -> Any:
-    """A kafka-python partitioner placing frames by :class:`config.partitioning.CityPartitions`
-    over the partitions the topic really has (from the producer's metadata)."""
-    from kafka.partitioner import Partitioner
-
-    class CityPartitioner(Partitioner):
-        def __init__(self) -> None:
-            self.rule = CityPartitions(city, by)  # type: ignore[arg-type]
-
-        def partition(self, topic: str, key: Any, serialized_key: bytes | None, value: Any,
-                      serialized_value: bytes | None, cluster: Any) -> int:
-            parts = cluster.partitions_for_topic(topic)
-            if not parts:
-                raise ValueError(f"Topic {topic} not found in ClusterMetadata")
-            ordered = sorted(parts)
-            return ordered[self.rule.index(serialized_key, len(ordered))]
-
-    return CityPartitioner()
 
 
 def producer_config(
@@ -94,13 +74,13 @@ def producer_config(
         max_request_size=max(int(settings.max_frame_bytes) + 65536, 1_048_576),
         retries=5,
     )
-    by = getattr(settings, "kafka_partition_by", "gateway")
+    by: Any = getattr(settings, "kafka_partition_by", "gateway")
     if by != "gateway":
         if city is None:
             from config.city import load_city
 
             city = load_city(settings.city_file)
-        opts["partitioner"] = city_partitioner(city, by)
+        opts["partitioner"] = CityPartitioner(city, by)
     return opts
 
 

@@ -23,7 +23,8 @@ the state: after a crash or a rebalance the new owner of a partition reads the l
 of every key of the changelog partition with the same number (``restore_snapshots``, a plain
 group-less aiokafka consumer, from the beginning to the end offsets taken after the
 assignment) before it takes the partition's first event; every gateway snapshot read is put
-into memory before the next batch (``restore_read_gateways``); Kafka redelivers everything after the last commit, which is at or before
+into memory before the next batch (``restore_read_gateways``); Kafka redelivers everything
+after the last commit, which is at or before
 the checkpoint. Readings redelivered into restored state are recognised by position and
 ``(sensor, seq)`` and not counted again; the store de-duplicates the rows by key.
 
@@ -61,9 +62,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 
 from config.city import load_city
+from config.partitioning import FETCH_PARTITION_BYTES, default_partition
 from config.settings import Settings
 from streams.city import TICK_PARTITION, CityTicker, encode_tick_state
 from streams.metrics import Metrics
@@ -77,8 +78,6 @@ GAP_GIVE_UP_S = 30.0  # see in_order()
 CHANGELOG_SEGMENT_BYTES = 32 * 1024 * 1024
 #: the checkpoint interval is at least this many times the last checkpoint's build time
 CHECKPOINT_TIME_FACTOR = 20.0
-#: the most a fetch returns of one partition (worker and sink)
-FETCH_PARTITION_BYTES = 8 * 1024 * 1024
 RESTORE_TIMEOUT_S = 60.0  # see restore_snapshots(); below Faust's broker_request_timeout
 
 
@@ -154,8 +153,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         broker_session_timeout=settings.worker_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_s / 4),
         stream_wait_empty=False,
-        # per partition and fetch (Faust's default 1 MiB): the simulator puts every gateway of
-        # a kind on one partition, so most of the data can sit in one (config/partitioning.py)
         consumer_max_fetch_size=FETCH_PARTITION_BYTES,
     )
     processor = build_processor(settings, publish_ticks=True)
@@ -242,7 +239,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         if p is None:
             p = snapshot_partition.get(key)
         if p is None:
-            p = (murmur2(key) & 0x7FFFFFFF) % settings.kafka_partitions
+            p = default_partition(key, settings.kafka_partitions)
         return p
 
     async def put_state(key: bytes, value: bytes, partition_of: bytes | None = None) -> Any:

@@ -33,6 +33,7 @@ from kafka.errors import KafkaError
 
 from config.city import load_city
 from config.domains import DOMAIN_METRICS
+from config.partitioning import FETCH_PARTITION_BYTES
 from config.settings import Settings
 from models.frame import Frame, FrameError, decode
 from store.base import Store, StoreError
@@ -234,9 +235,7 @@ class Sink:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=2000,
-            # per partition and fetch (kafka-python's default 1 MiB): most of the data can sit
-            # in one partition (config/partitioning.py)
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
             # Tansu (embedded broker) takes ~2 session timeouts to form a group; 6 s keeps the
             # first assignment to a few seconds and is fine for Apache Kafka too.
             session_timeout_ms=6000,

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from kafka.partitioner import DefaultPartitioner
 
 from config.city import load_city
-from config.partitioning import CityPartitions, kind_loads, spread
-from sensors_sim.publisher import city_partitioner
+from config.partitioning import CityPartitioner, CityPartitions, kind_loads, spread
 
 
 class Cluster:
@@ -78,7 +77,7 @@ def test_spread_is_the_greedy_bound(loads, n):
 def test_gateway_rule_and_unknown_keys_are_kafkas_default(city):
     default = DefaultPartitioner()
     for by in ("kind", "gateway"):
-        part = city_partitioner(city, by)
+        part = CityPartitioner(city, by)
         for n in (1, 4, 5):
             c = Cluster(n)
             for key in [b"no-such-gateway", b"S-0001", b"__city__"]:
@@ -92,7 +91,7 @@ def test_gateway_rule_and_unknown_keys_are_kafkas_default(city):
 
 
 def test_partitioner_uses_the_topics_real_partition_count(city):
-    part = city_partitioner(city, "kind")
+    part = CityPartitioner(city, "kind")
     rule = CityPartitions(city, "kind")
     loop = next(g for g in city.gateways if g.kind == "loop").id.encode()
     water = next(g for g in city.gateways if g.kind == "water_flow").id.encode()

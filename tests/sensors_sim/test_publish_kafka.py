@@ -45,6 +45,19 @@ def _consume(bootstrap: str, topics: list[str], expected: int, timeout_s: float 
     return out
 
 
+def _publish_and_consume(bootstrap: str, settings, sim, **publisher: object) -> tuple:
+    """Publish the whole run as fast as possible; (stats, every readings message)."""
+    pub = Publisher(settings, **publisher)
+    try:
+        stats = run_live(sim, pub, speed=0, clock=ManualClock())
+    finally:
+        pub.close()
+    topics = [settings.topic(f"readings.{d}") for d in ("traffic", "environment", "utility")]
+    msgs = _consume(bootstrap, topics, stats.frames)
+    assert len(msgs) == stats.frames
+    return stats, msgs
+
+
 def test_frames_and_labels_reach_kafka(kafka_bootstrap: str) -> None:
     from config.settings import load_settings
 
@@ -52,14 +65,7 @@ def test_frames_and_labels_reach_kafka(kafka_bootstrap: str) -> None:
     settings = load_settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=prefix)
     sim = Simulator(city(), scenario("rush_hour_crash"), seed=4, duration=2 * 3600 + 600)
     sim_labels = sim.labels
-    pub = Publisher(settings)
-    try:
-        stats = run_live(sim, pub, speed=0, clock=ManualClock())
-    finally:
-        pub.close()
-    topics = [settings.topic(f"readings.{d}") for d in ("traffic", "environment", "utility")]
-    msgs = _consume(kafka_bootstrap, topics, stats.frames)
-    assert len(msgs) == stats.frames
+    stats, msgs = _publish_and_consume(kafka_bootstrap, settings, sim)
     readings = 0
     for m in msgs:
         frame = decode(m.value)
@@ -129,14 +135,7 @@ def test_frames_of_a_kind_share_a_partition(kafka_bootstrap: str) -> None:
     ensure_topics(settings)
     c = load_city()
     sim = Simulator(c, load_scenario("normal_day"), seed=2, duration=300)
-    pub = Publisher(settings, city=c)
-    try:
-        stats = run_live(sim, pub, speed=0, clock=ManualClock())
-    finally:
-        pub.close()
-    topics = [settings.topic(f"readings.{d}") for d in ("traffic", "environment", "utility")]
-    msgs = _consume(kafka_bootstrap, topics, stats.frames)
-    assert len(msgs) == stats.frames
+    _stats, msgs = _publish_and_consume(kafka_bootstrap, settings, sim, city=c)
     want = CityPartitions(c).kinds(4)
     kind_of = {g.id: g.kind for g in c.gateways}
     placed: dict[str, set[int]] = {}
